@@ -155,7 +155,13 @@ def plot_results(results:pd.DataFrame, # tidy rows
     plt.close(fig)
     return Path(path)
 
-# %% ../nbs/15_evaluate.ipynb #b6cf3ed0
+# %% ../nbs/15_evaluate.ipynb #2f7ac7f1
+def _summary_text(summary:dict)->str:
+    "`k=v` pairs of a stage summary, one level of nesting shown as `name (k=v, ...)`"
+    flat = lambda d: ', '.join(f'{k}={v}' for k, v in d.items() if not isinstance(v, (dict, list)))
+    nested = [f'{k} ({flat(v)})' for k, v in summary.items() if isinstance(v, dict)]
+    return ', '.join(x for x in [flat(summary)] + nested if x)
+
 def write_report(run:RunDir,            # a run folder with an `evaluate/` stage done
                  title:str|None=None,
                 )->Path:
@@ -168,7 +174,7 @@ def write_report(run:RunDir,            # a run folder with an `evaluate/` stage
     lines = [f'# {title or "reclm_nb report: " + run.root.name}', '']
     for st in ('data', 'split', 'cf'):
         info = run.done_info(st)
-        if info: lines += [f'- **{st}** ({info["seconds"]} s): ' + ', '.join(f'{k}={v}' for k, v in info['summary'].items() if not isinstance(v, dict)), '']
+        if info: lines += [f'- **{st}** ({info["seconds"]} s): ' + _summary_text(info['summary']), '']
     for part in parts:
         lines += [f'## {part}', '', '`' + protocols[part] + '`', '', markdown_table(wide_table(results, part=part)), '']
     lines += [f'![results]({png.name})', '']

@@ -116,7 +116,7 @@ def _json_default(o):
     if is_dataclass(o): return asdict(o)
     raise TypeError(f'cannot write {type(o).__name__} as JSON')
 
-# %% ../nbs/00_core.ipynb #99313713
+# %% ../nbs/00_core.ipynb #68893bd8
 @dataclass
 class RunCfg:
     "Run-level settings"
@@ -153,6 +153,7 @@ class SplitCfg:
 class CFCfg:
     "Collaborative models to train"
     models: list = field(default_factory=lambda: ['pop'])
+    params: dict = field(default_factory=dict)  # model name -> hyper-parameters, e.g. {'sasrec': {'epochs': 50}}
 
 @dataclass
 class EvalCfg:
@@ -228,12 +229,18 @@ def save_config(cfg:Config, path:str|Path)->Path:
     with atomic_write(path) as f: yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
     return Path(path)
 
-# %% ../nbs/00_core.ipynb #5ad44e78
+# %% ../nbs/00_core.ipynb #f2b4f61e
+_CF_ALL = ['pop', 'sasrec', 'biasmf', 'lightgcn', 'ncf']
 RECIPES = {
     'smoke': {'run': {'name': 'smoke'}, 'data': {'source': 'ml-100k', 'max_users': 100},
-              'split': {'kind': 'loo', 'window': 50}, 'eval': {'ks': [5, 10, 20]}},
-    'quick': {'run': {'name': 'quick'}, 'data': {'source': 'ml-100k'},
-              'split': {'kind': 'loo', 'window': 50}, 'eval': {'ks': [5, 10, 20]}},
+              'split': {'kind': 'loo', 'window': 50}, 'eval': {'ks': [5, 10, 20]},
+              'cf': {'models': _CF_ALL, 'params': {'sasrec': {'epochs': 2, 'd': 16, 'n_layers': 1, 'n_heads': 1},
+                                                   'biasmf': {'epochs': 2}, 'lightgcn': {'epochs': 2, 'n_layers': 2},
+                                                   'ncf': {'epochs': 2, 'd': 16, 'mlp': [16, 8]}}}},
+    'quick': {'run': {'name': 'quick', 'threads': 2}, 'data': {'source': 'ml-100k'},
+              'split': {'kind': 'loo', 'window': 50}, 'eval': {'ks': [5, 10, 20]},
+              'cf': {'models': _CF_ALL, 'params': {'sasrec': {'max_seconds': 240}, 'biasmf': {'max_seconds': 90},
+                                                   'lightgcn': {'max_seconds': 120}, 'ncf': {'max_seconds': 90}}}},
 }
 
 def recipe_config(recipe:str,        # a recipe name (see `RECIPES`) or a path to a YAML config

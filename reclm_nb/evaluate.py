@@ -19,9 +19,9 @@ from .cf import Recommender, Popularity, load_run_models
 
 # %% auto #0
 __all__ = ['METRIC_ORDER', 'rank_examples', 'EvalResult', 'evaluate', 'wide_table', 'markdown_table', 'plot_results',
-           'write_report', 'evaluate_stage']
+           'plot_training', 'write_report', 'evaluate_stage']
 
-# %% ../nbs/15_evaluate.ipynb #881196b9
+# %% ../nbs/15_evaluate.ipynb #3f80246c
 def rank_examples(rec:Recommender,       # the model
                   es:EvalSet,            # examples
                   item_ids:list,         # catalogue (dense order)
@@ -39,7 +39,7 @@ def rank_examples(rec:Recommender,       # the model
         hi = min(lo+batch_size, len(es))
         cands = None if negatives is None else [list(dict.fromkeys(t + n)) for t, n in zip(es.targets[lo:hi], negatives[lo:hi])]
         if rec.can_score:
-            s = np.array(rec.score(rec.to_indices(hist[lo:hi])), dtype=np.float64, copy=True)
+            s = np.array(rec.score(rec.to_indices(hist[lo:hi]), es.users[lo:hi]), dtype=np.float64, copy=True)
             if cands is None: mask_items(s, rec.to_indices(es.histories[lo:hi]))
             else:
                 allowed = np.zeros(s.shape, bool)
@@ -47,7 +47,7 @@ def rank_examples(rec:Recommender,       # the model
                 s[~allowed] = -np.inf
             out[lo:hi] = _pad(topk_from_scores(s, k), k)
         else:
-            lists = rec.recommend(hist[lo:hi], k=k, candidates=cands, exclude=es.histories[lo:hi] if cands is None else [[]]*(hi-lo))
+            lists = rec.recommend(hist[lo:hi], k=k, candidates=cands, exclude=es.histories[lo:hi] if cands is None else [[]]*(hi-lo), users=es.users[lo:hi])
             for u, l in enumerate(lists):
                 r = [idx.get(i, -1) for i in l[:k]]; out[lo+u, :len(r)] = r
     return out
@@ -155,7 +155,30 @@ def plot_results(results:pd.DataFrame, # tidy rows
     plt.close(fig)
     return Path(path)
 
-# %% ../nbs/15_evaluate.ipynb #2f7ac7f1
+# %% ../nbs/15_evaluate.ipynb #80f89ff4
+def plot_training(run:RunDir,   # a run folder with trained models under `cf/`
+                  path:str|Path, # PNG to write
+                 )->Path|None:
+    "Validation NDCG@10 and training loss per epoch of every trained model (None if no model has a history)"
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    hist = {}
+    for f in sorted((run.root/'cf').glob('*/fit_info.json')):
+        h = load_json(f).get('history') or []
+        if h: hist[f.parent.name] = h
+    if not hist: return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, h in hist.items():
+        ep = [r['epoch'] for r in h]
+        axes[0].plot(ep, [r['valid_ndcg10'] for r in h], label=name); axes[1].plot(ep, [r['loss'] for r in h], label=name)
+    axes[0].set_title('validation NDCG@10'); axes[1].set_title('training loss'); axes[1].set_yscale('log')
+    for ax in axes: ax.set_xlabel('epoch'); ax.grid(alpha=.3); ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp: fig.savefig(tmp, dpi=110, format='png')
+    plt.close(fig)
+    return Path(path)
+
 def _summary_text(summary:dict)->str:
     "`k=v` pairs of a stage summary, one level of nesting shown as `name (k=v, ...)`"
     flat = lambda d: ', '.join(f'{k}={v}' for k, v in d.items() if not isinstance(v, (dict, list)))
@@ -178,15 +201,19 @@ def write_report(run:RunDir,            # a run folder with an `evaluate/` stage
     for part in parts:
         lines += [f'## {part}', '', '`' + protocols[part] + '`', '', markdown_table(wide_table(results, part=part)), '']
     lines += [f'![results]({png.name})', '']
+    curves = plot_training(run, run.root/'training.png')
+    if curves: lines += ['## Training', '', f'![training]({curves.name})', '']
     with atomic_write(run.root/'report.md') as f: f.write('\n'.join(lines))
     return run.root/'report.md'
 
-# %% ../nbs/15_evaluate.ipynb #7ec536f1
+# %% ../nbs/15_evaluate.ipynb #13a456db
 @stage('evaluate', needs=('cf',), notebook='15_evaluate.ipynb', sections=('eval',))
 def evaluate_stage(cfg, run:RunDir)->dict:
     "Evaluate all of the run's models and save the tidy results"
     sp, models = load_run_split(run), load_run_models(run)
     if not models: raise FileNotFoundError(f'{run.root/"cf"}: no trained models to evaluate')
+    order = [m for m in cfg.cf.models if m in models] + [m for m in models if m not in cfg.cf.models]
+    models = {m: models[m] for m in order}  # table rows in the recipe's order
     tables, protocols = [], {}
     for part in cfg.eval.splits:
         for name, model in models.items():

@@ -90,7 +90,7 @@ def run_recipe(recipe:str,              # recipe name or YAML path
     logger.info(f'run {cfg.run.name}: finished in {time.time()-t_all:.1f} s; report at {report}')
     return run.root
 
-# %% ../nbs/16_pipeline.ipynb #3d063317
+# %% ../nbs/16_pipeline.ipynb #ec0fe033
 def _parser()->argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='reclm-nb', description='reclm_nb: LLM recommenders end to end, from notebooks')
     p.add_argument('--log-level', default='INFO')
@@ -108,6 +108,13 @@ def _parser()->argparse.ArgumentParser:
     a.add_argument('action', choices=['list', 'fetch', 'path']); a.add_argument('name', nargs='?')
     rp = sub.add_parser('report', help='(re)write report.md of a finished run')
     rp.add_argument('run_dir')
+    t = sub.add_parser('teacher', help="serve a run's trained CF model as the RecLM-gen teacher (/inference, /ranking)")
+    t.add_argument('action', choices=['serve'])
+    t.add_argument('--run', required=True, help='run folder with a finished cf stage, e.g. runs/quick')
+    t.add_argument('--model', default='sasrec', help='which model under RUN/cf/ (default: sasrec)')
+    t.add_argument('--host', default='127.0.0.1', help='interface to listen on (default: 127.0.0.1, this machine only)')
+    t.add_argument('--port', type=int, default=12621)
+    t.add_argument('--workers', type=int, default=1, help='uvicorn worker processes, each with its own copy of the model')
     return p
 
 def main(argv:list|None=None)->int:
@@ -131,6 +138,9 @@ def main(argv:list|None=None)->int:
                 print(fetch_asset(args.name) if args.action == 'fetch' else asset_path(args.name, fetch=False))
         elif args.cmd == 'report':
             print(write_report(RunDir(args.run_dir)))
+        elif args.cmd == 'teacher':
+            from reclm_nb.teacher import serve  # fastapi and uvicorn load only for this command
+            serve(args.run, args.model, args.host, args.port, args.workers, log_level=args.log_level)
     except (ValueError, KeyError, FileNotFoundError, AssetError, DataError, StageFailed) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f'reclm-nb: error: {msg}', file=sys.stderr)

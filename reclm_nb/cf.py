@@ -167,7 +167,7 @@ class Popularity(Recommender):
     def _load(cls, folder:Path, item_ids:list, config:dict)->Popularity:
         m = cls(item_ids); m.counts = load_file(str(folder/'weights.safetensors'))['counts']; return m
 
-# %% ../nbs/05_cf.ipynb #0fc2f769
+# %% ../nbs/05_cf.ipynb #76541658
 def _set_torch_seed(seed:int):
     torch.manual_seed(seed); random.seed(seed)
 
@@ -241,7 +241,7 @@ class TorchRecommender(Recommender):
             for batch in self._batches(rng):
                 loss = self._loss(batch)
                 opt.zero_grad(); loss.backward(); opt.step()
-                total += float(loss); nb += 1
+                total += float(loss.detach()); nb += 1
             ndcg = self.valid_ndcg(split)
             st['history'].append({'epoch': epoch+1, 'loss': total/max(nb, 1), 'valid_ndcg10': ndcg})
             if ndcg > st['best']:

@@ -229,7 +229,7 @@ def save_config(cfg:Config, path:str|Path)->Path:
     with atomic_write(path) as f: yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
     return Path(path)
 
-# %% ../nbs/00_core.ipynb #f2b4f61e
+# %% ../nbs/00_core.ipynb #d06dcb8c
 _CF_ALL = ['pop', 'sasrec', 'biasmf', 'lightgcn', 'ncf']
 RECIPES = {
     'smoke': {'run': {'name': 'smoke'}, 'data': {'source': 'ml-100k', 'max_users': 100},
@@ -239,8 +239,8 @@ RECIPES = {
                                                    'ncf': {'epochs': 2, 'd': 16, 'mlp': [16, 8]}}}},
     'quick': {'run': {'name': 'quick', 'threads': 2}, 'data': {'source': 'ml-100k'},
               'split': {'kind': 'loo', 'window': 50}, 'eval': {'ks': [5, 10, 20]},
-              'cf': {'models': _CF_ALL, 'params': {'sasrec': {'max_seconds': 240}, 'biasmf': {'max_seconds': 90},
-                                                   'lightgcn': {'max_seconds': 120}, 'ncf': {'max_seconds': 90}}}},
+              'cf': {'models': _CF_ALL, 'params': {'sasrec': {'max_seconds': 180}, 'biasmf': {'max_seconds': 60},
+                                                   'lightgcn': {'max_seconds': 60}, 'ncf': {'max_seconds': 60}}}},
 }
 
 def recipe_config(recipe:str,        # a recipe name (see `RECIPES`) or a path to a YAML config

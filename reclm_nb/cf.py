@@ -299,23 +299,26 @@ class SASRecNet(nn.Module):
         "Scores of every catalogue item (padding excluded) for states `h`"
         return h @ self.item_emb.weight[1:].T
 
-# %% ../nbs/05_cf.ipynb #404f1e96
+# %% ../nbs/05_cf.ipynb #084e7f69
 @register_recommender('sasrec')
 class SASRec(TorchRecommender):
     "SASRec (Kang & McAuley 2018) with all-position full-softmax (or sampled-softmax) training"
     defaults = {**TorchRecommender.defaults, 'epochs': 200, 'batch_size': 128, 'lr': 1e-3, 'patience': 20,
-                'd': 64, 'n_layers': 2, 'n_heads': 2, 'max_len': 50, 'dropout': 0.2, 'loss': 'ce', 'n_neg': 256, 'crop': 'chunks'}
+                'd': 64, 'n_layers': 2, 'n_heads': 2, 'max_len': 50, 'dropout': 0.2, 'loss': 'ce', 'n_neg': 256, 'crop': 'shifted'}
     def _prepare(self, split:Split):
         if self.hp['loss'] not in ('ce', 'sampled'): raise ValueError(f"sasrec loss {self.hp['loss']!r}: expected 'ce' or 'sampled'")
-        if self.hp['crop'] not in ('chunks', 'last'): raise ValueError(f"sasrec crop {self.hp['crop']!r}: expected 'chunks' or 'last'")
-        L = self.hp['max_len']
-        windows = []
-        for s in self.to_indices(split.train.values(), 'train'):
-            s = [i+1 for i in s]
-            for end in range(len(s), 1, -L):
-                windows.append(s[max(0, end-L-1):end])
-                if self.hp['crop'] == 'last': break
-        self._windows = windows
+        if self.hp['crop'] not in ('chunks', 'shifted', 'last'): raise ValueError(f"sasrec crop {self.hp['crop']!r}: expected 'chunks', 'shifted' or 'last'")
+        self._seqs = [[i+1 for i in s] for s in self.to_indices(split.train.values(), 'train')]
+    def _windows(self, rng)->list:
+        "This epoch's training windows (each at most `max_len` predictions)"
+        L, crop, out = self.hp['max_len'], self.hp['crop'], []
+        for s in self._seqs:
+            ends = range(len(s), 1, -L)
+            if crop == 'last': ends = ends[:1]
+            elif crop == 'shifted' and len(s) > L+1:  # the most recent window, then boundaries moved by a random offset
+                ends = [len(s)] + list(range(len(s) - int(rng.integers(1, L+1)), 1, -L))
+            out += [s[max(0, e-L-1):e] for e in ends]
+        return out
     def _build(self)->nn.Module:
         h = self.hp
         return SASRecNet(self.n_items, h['d'], h['n_layers'], h['n_heads'], h['max_len'], h['dropout'])
@@ -326,8 +329,9 @@ class SASRec(TorchRecommender):
             if s: out[r, L-len(s):] = torch.tensor(s)
         return out.to(self.hp['device'])
     def _batches(self, rng):
-        order, bs = rng.permutation(len(self._windows)), self.hp['batch_size']
-        return [[self._windows[i] for i in order[lo:lo+bs]] for lo in range(0, len(order), bs)]
+        w = self._windows(rng)
+        order, bs = rng.permutation(len(w)), self.hp['batch_size']
+        return [[w[i] for i in order[lo:lo+bs]] for lo in range(0, len(order), bs)]
     def _loss(self, batch)->torch.Tensor:
         L = max(len(w) for w in batch) - 1
         inp, tgt = self._pad([w[:-1] for w in batch], L), self._pad([w[1:] for w in batch], L)

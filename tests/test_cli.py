@@ -16,8 +16,12 @@ def test_smoke_run_produces_report(tmp_path):
     for nb in ('02_data', '03_split', '05_cf', '15_evaluate'):
         assert (run/'notebooks'/f'{nb}.ipynb').exists(), nb
     res = pd.read_parquet(run/'evaluate'/'results.parquet')
-    ndcg = res[(res.metric == 'NDCG') & (res.k == 10) & (res.split == 'loo/test')].value.item()
-    assert 0 < ndcg < 1
+    test10 = res[(res.metric == 'NDCG') & (res.k == 10) & (res.split == 'loo/test')].set_index('method').value
+    assert list(test10.index) == ['pop', 'sasrec', 'biasmf', 'lightgcn', 'ncf']  # the recipe's models, in its order
+    assert 0 < test10['pop'] < 1 and test10.between(0, 1).all()
+    for m in ('sasrec', 'biasmf', 'lightgcn', 'ncf'):
+        assert (run/'cf'/m/'weights.safetensors').exists() and (run/'cf'/m/'fit_info.json').exists(), m
+    assert (run/'training.png').read_bytes()[:4] == b'\x89PNG'
     assert 'Protocol:' in r.stdout  # the CLI prints the report, protocol first
     # a second run finds every stage done with the same settings and only rewrites the report
     t0 = time.time()

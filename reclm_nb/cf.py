@@ -352,7 +352,7 @@ class SASRec(TorchRecommender):
         return torch.cat(out) if out else torch.zeros(0, self.n_items)
     def item_embeddings(self)->np.ndarray: return self.net.item_emb.weight[1:].detach().cpu().numpy()
 
-# %% ../nbs/05_cf.ipynb #e31d925f
+# %% ../nbs/05_cf.ipynb #e5c208df
 class _BPRModel(TorchRecommender):
     "Shared data handling of ID-based BPR models"
     defaults = {**TorchRecommender.defaults, 'epochs': 200, 'batch_size': 2048, 'lr': 1e-3, 'patience': 10, 'd': 64, 'reg': 1e-4}
@@ -424,9 +424,9 @@ class LightGCN(_BPRModel):
             rows, cols = np.concatenate([u, i]), np.concatenate([i, u])
             if self.hp['self_loop']: rows, cols = np.concatenate([rows, np.arange(nu+ni)]), np.concatenate([cols, np.arange(nu+ni)])
             deg = np.bincount(rows, minlength=nu+ni).astype(np.float32)
-            dinv = np.where(deg > 0, deg**-0.5, 0.)
+            dinv = np.zeros_like(deg); np.power(deg, -0.5, out=dinv, where=deg > 0)  # items never seen in training: 0
             vals = torch.as_tensor(dinv[rows]*dinv[cols], dtype=torch.float32)
-            self._adj = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, cols])), vals, (nu+ni, nu+ni)).coalesce().to(self.hp['device'])
+            self._adj = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, cols])), vals, (nu+ni, nu+ni), check_invariants=True).coalesce().to(self.hp['device'])
         return self._adj
     def _build(self)->nn.Module:
         net = nn.Module(); net.E = nn.Embedding(self.n_users + self.n_items, self.hp['d'])

@@ -15,9 +15,10 @@ import yaml
 
 # %% auto #0
 __all__ = ['logger', 'RECIPES', 'STAGES', 'setup_logging', 'set_seed', 'set_threads', 'pick_device', 'atomic_write',
-           'atomic_path', 'save_json', 'load_json', 'RunCfg', 'DataCfg', 'SplitCfg', 'CFCfg', 'EvalCfg', 'Config',
-           'config_from_dict', 'config_to_dict', 'config_hash', 'apply_overrides', 'load_config', 'save_config',
-           'recipe_config', 'Stage', 'stage', 'RunDir', 'stage_is_current', 'run_stage', 'notebook_run', 'cache_dir']
+           'atomic_path', 'save_json', 'load_json', 'RunCfg', 'DataCfg', 'SplitCfg', 'CFCfg', 'EvalCfg', 'TasksCfg',
+           'LLMCfg', 'SFTCfg', 'Config', 'config_from_dict', 'config_to_dict', 'config_hash', 'apply_overrides',
+           'load_config', 'save_config', 'recipe_config', 'Stage', 'stage', 'RunDir', 'stage_is_current', 'run_stage',
+           'notebook_run', 'cache_dir']
 
 # %% ../nbs/00_core.ipynb #ae7a3424
 logger = logging.getLogger('reclm_nb')
@@ -116,7 +117,7 @@ def _json_default(o):
     if is_dataclass(o): return asdict(o)
     raise TypeError(f'cannot write {type(o).__name__} as JSON')
 
-# %% ../nbs/00_core.ipynb #68893bd8
+# %% ../nbs/00_core.ipynb #95affb5f
 @dataclass
 class RunCfg:
     "Run-level settings"
@@ -124,7 +125,7 @@ class RunCfg:
     out: str = 'runs'              # parent folder of run folders
     seed: int = 0
     threads: int = 1               # torch intra-op threads (explicit: one can beat two on a busy 2-core box)
-    stages: list = field(default_factory=lambda: ['data', 'split', 'cf', 'evaluate'])
+    stages: list = field(default_factory=lambda: ['data', 'split', 'cf', 'tasks', 'sft', 'evaluate'])
     log_level: str = 'INFO'
 
 @dataclass
@@ -164,12 +165,60 @@ class EvalCfg:
     seed: int = 0
 
 @dataclass
+class TasksCfg:
+    "Prompt tasks that turn the split into LLM training and evaluation examples"
+    train: dict = field(default_factory=lambda: {'seqrec': 1.0})  # task -> examples per epoch (int) or fraction of training users (float)
+    valid: list = field(default_factory=lambda: ['seqrec_valid'])  # validation tasks (label = ground truth)
+    test: list = field(default_factory=lambda: ['seqrec_test'])    # test tasks (label = ground truth)
+    epochs: int = 1                # training epochs to draw; each is re-sampled with its own seed
+    teacher: str = 'sasrec'        # a cf model of this run, 'pop', or a teacher URL (http://host:port)
+    history_len: int = 10          # items of history shown in a prompt
+    idx: bool = False              # number the output lines '1. ', '2. ' (RecLM-gen --idx)
+    valid_users: int|None = 320    # validation users per task (RecLM-gen: 320); None: all
+    test_users: int|None = None    # test users per task; None: all
+    templates: str = 'all'         # 'all' paraphrases (one drawn per training example) or 'first'
+
+@dataclass
+class LLMCfg:
+    "Which language model, in which precision, with which adapters"
+    model: str = 'smollm2-135m-instruct'  # embedded name, 'tiny', a hub id, an HF folder or a .gguf file
+    dtype: str = 'auto'            # auto (bf16 where the device supports it) | bf16 | fp16 | fp32
+    device: str = 'auto'
+    lora: bool = True              # LoRA adapters (False: full fine-tuning)
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: Any = 'all-linear'  # 'all-linear' or a list of module names
+    system_prompt: str = 'You are an expert recommender engine.'
+    max_length: int = 512          # prompt + completion tokens (longer examples are cut from the left of the prompt)
+
+@dataclass
+class SFTCfg:
+    "Supervised fine-tuning"
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-4
+    warmup_ratio: float = 0.03
+    max_steps: int = -1            # -1: all the drawn epochs
+    max_seconds: float|None = None # wall-clock training budget; training stops (and saves) when it runs out
+    eval_steps: int = 50           # validate (and checkpoint) every N steps
+    eval_examples: int = 64        # validation examples used for the loss
+    padding_free: bool = True      # concatenate a batch into one row (no pad tokens)
+    gradient_checkpointing: bool = False
+    num_processes: int = 1         # >1: run under `accelerate launch` (DDP; gloo on CPU)
+    accelerate_config: str|None = None  # a shipped config name (cpu_ddp, single_gpu, multi_gpu, zero2, zero3) or a YAML path
+    merge: bool = True             # save a merged model (LoRA folded into the weights)
+
+@dataclass
 class Config:
     "Everything a run needs, one section per stage"
     run: RunCfg = field(default_factory=RunCfg)
     data: DataCfg = field(default_factory=DataCfg)
     split: SplitCfg = field(default_factory=SplitCfg)
     cf: CFCfg = field(default_factory=CFCfg)
+    tasks: TasksCfg = field(default_factory=TasksCfg)
+    llm: LLMCfg = field(default_factory=LLMCfg)
+    sft: SFTCfg = field(default_factory=SFTCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)
 
 # %% ../nbs/00_core.ipynb #6fae2c95
@@ -229,18 +278,25 @@ def save_config(cfg:Config, path:str|Path)->Path:
     with atomic_write(path) as f: yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
     return Path(path)
 
-# %% ../nbs/00_core.ipynb #d06dcb8c
+# %% ../nbs/00_core.ipynb #176df5db
 _CF_ALL = ['pop', 'sasrec', 'biasmf', 'lightgcn', 'ncf']
+_STAGES_ALL = ['data', 'split', 'cf', 'tasks', 'sft', 'evaluate']
 RECIPES = {
-    'smoke': {'run': {'name': 'smoke'}, 'data': {'source': 'ml-100k', 'max_users': 100},
+    'smoke': {'run': {'name': 'smoke', 'stages': _STAGES_ALL}, 'data': {'source': 'ml-100k', 'max_users': 100},
               'split': {'kind': 'loo', 'window': 50}, 'eval': {'ks': [5, 10, 20]},
               'cf': {'models': _CF_ALL, 'params': {'sasrec': {'epochs': 2, 'd': 16, 'n_layers': 1, 'n_heads': 1},
                                                    'biasmf': {'epochs': 2}, 'lightgcn': {'epochs': 2, 'n_layers': 2},
-                                                   'ncf': {'epochs': 2, 'd': 16, 'mlp': [16, 8]}}}},
-    'quick': {'run': {'name': 'quick', 'threads': 2}, 'data': {'source': 'ml-100k'},
+                                                   'ncf': {'epochs': 2, 'd': 16, 'mlp': [16, 8]}}},
+              'tasks': {'train': {'seqrec': 1.0, 'bigrec_title': 0.2}, 'valid_users': 16, 'test_users': 16},
+              'llm': {'model': 'tiny'},
+              'sft': {'max_steps': 4, 'eval_steps': 2, 'batch_size': 4, 'eval_examples': 8, 'lr': 1e-3}},
+    'quick': {'run': {'name': 'quick', 'threads': 2, 'stages': _STAGES_ALL}, 'data': {'source': 'ml-100k'},
               'split': {'kind': 'loo', 'window': 50}, 'eval': {'ks': [5, 10, 20]},
               'cf': {'models': _CF_ALL, 'params': {'sasrec': {'max_seconds': 180}, 'biasmf': {'max_seconds': 60},
-                                                   'lightgcn': {'max_seconds': 60}, 'ncf': {'max_seconds': 60}}}},
+                                                   'lightgcn': {'max_seconds': 60}, 'ncf': {'max_seconds': 60}}},
+              'tasks': {'train': {'seqrec': 1.0}, 'epochs': 2},
+              'llm': {'model': 'smollm2-135m-instruct'},
+              'sft': {'max_seconds': 600, 'eval_steps': 40, 'eval_examples': 64}},
 }
 
 def recipe_config(recipe:str,        # a recipe name (see `RECIPES`) or a path to a YAML config

@@ -155,7 +155,7 @@ def plot_results(results:pd.DataFrame, # tidy rows
     plt.close(fig)
     return Path(path)
 
-# %% ../nbs/15_evaluate.ipynb #80f89ff4
+# %% ../nbs/15_evaluate.ipynb #ec1eb7f2
 def plot_training(run:RunDir,   # a run folder with trained models under `cf/`
                   path:str|Path, # PNG to write
                  )->Path|None:
@@ -185,6 +185,23 @@ def _summary_text(summary:dict)->str:
     nested = [f'{k} ({flat(v)})' for k, v in summary.items() if isinstance(v, dict)]
     return ', '.join(x for x in [flat(summary)] + nested if x)
 
+def _sft_section(run:RunDir)->list:
+    "Report lines for a finished SFT stage: its measurements and loss curve (copied next to the report)"
+    m = run.root/'sft'/'metrics.json'
+    if not m.exists(): return []
+    m = load_json(m)
+    keys = ['model', 'lora', 'dtype', 'device', 'processes', 'threads', 'steps', 'examples_seen', 'epochs_seen', 'tokens_seen',
+            'train_seconds', 'tokens_per_second', 'seconds_per_step', 'train_loss', 'best_eval_loss', 'best_checkpoint',
+            'stopped_by_budget', 'resumed_from', 'peak_rss_mib', 'peak_cuda_mib']
+    rows = ['| measure | value |', '|---|---|'] + [f'| {k} | {m[k]} |' for k in keys if k in m]
+    out = ['## Supervised fine-tuning', '', *rows, '']
+    png = run.root/'sft'/'loss.png'
+    if png.exists():
+        import shutil
+        shutil.copyfile(png, run.root/'sft_loss.png')
+        out += ['![SFT loss](sft_loss.png)', '']
+    return out
+
 def write_report(run:RunDir,            # a run folder with an `evaluate/` stage done
                  title:str|None=None,
                 )->Path:
@@ -195,7 +212,7 @@ def write_report(run:RunDir,            # a run folder with an `evaluate/` stage
     parts = list(dict.fromkeys(results.split))
     png = plot_results(results, run.root/'results.png', part=parts[-1])
     lines = [f'# {title or "reclm_nb report: " + run.root.name}', '']
-    for st in ('data', 'split', 'cf'):
+    for st in ('data', 'split', 'cf', 'tasks', 'sft'):
         info = run.done_info(st)
         if info: lines += [f'- **{st}** ({info["seconds"]} s): ' + _summary_text(info['summary']), '']
     for part in parts:
@@ -203,6 +220,7 @@ def write_report(run:RunDir,            # a run folder with an `evaluate/` stage
     lines += [f'![results]({png.name})', '']
     curves = plot_training(run, run.root/'training.png')
     if curves: lines += ['## Training', '', f'![training]({curves.name})', '']
+    lines += _sft_section(run)
     with atomic_write(run.root/'report.md') as f: f.write('\n'.join(lines))
     return run.root/'report.md'
 

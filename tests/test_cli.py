@@ -13,8 +13,15 @@ def test_smoke_run_produces_report(tmp_path):
     assert 'Protocol: ml-100k | split loo/test | candidates full | K 5,10,20 | 100 users' in report
     assert '| pop |' in report and 'NDCG@10' in report
     assert (run/'results.png').read_bytes()[:4] == b'\x89PNG'
-    for nb in ('02_data', '03_split', '05_cf', '15_evaluate'):
+    for nb in ('02_data', '03_split', '05_cf', '08_tasks', '10_sft', '15_evaluate'):
         assert (run/'notebooks'/f'{nb}.ipynb').exists(), nb
+    # the LLM stages: tasks drawn from the teacher, the tiny model fine-tuned, merged, its loss curve in the report
+    info = json.loads((run/'tasks'/'info.json').read_text())
+    assert info['teacher'] == 'sasrec'
+    sft = json.loads((run/'sft'/'metrics.json').read_text())
+    assert sft['model'] == 'tiny' and sft['steps'] == 4 and sft['tokens_per_second'] > 0
+    assert (run/'sft'/'model'/'config.json').exists() and (run/'sft'/'adapter'/'adapter_config.json').exists()
+    assert '## Supervised fine-tuning' in report and (run/'sft_loss.png').read_bytes()[:4] == b'\x89PNG'
     res = pd.read_parquet(run/'evaluate'/'results.parquet')
     test10 = res[(res.metric == 'NDCG') & (res.k == 10) & (res.split == 'loo/test')].set_index('method').value
     assert list(test10.index) == ['pop', 'sasrec', 'biasmf', 'lightgcn', 'ncf']  # the recipe's models, in its order
@@ -27,7 +34,7 @@ def test_smoke_run_produces_report(tmp_path):
     t0 = time.time()
     r2 = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress')
     assert r2.returncode == 0, r2.stderr[-3000:]
-    assert r2.stderr.count('done with these settings, skipping') == 4
+    assert r2.stderr.count('done with these settings, skipping') == 6
     assert 'executing' not in r2.stderr
     # changing an evaluation setting re-runs the evaluate stage only
     r3 = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', '--set', 'eval.ks=[1,10]')
@@ -38,7 +45,8 @@ def test_smoke_run_produces_report(tmp_path):
 def test_resume_after_kill(tmp_path):
     "Kill a run after its first stage; the same command resumes at the stage that did not finish"
     exe = BIN/'reclm-nb'
-    p = subprocess.Popen([str(exe), 'run', 'smoke', '--out', str(tmp_path), '--no-progress'], stdout=subprocess.PIPE,
+    fast = ['--set', 'run.stages=[data,split,cf,evaluate]']  # the LLM stages resume on their own (tests/test_sft.py)
+    p = subprocess.Popen([str(exe), 'run', 'smoke', '--out', str(tmp_path), '--no-progress', *fast], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, start_new_session=True)
     done = tmp_path/'smoke'/'data'/'done.json'
     t0 = time.time()
@@ -46,7 +54,7 @@ def test_resume_after_kill(tmp_path):
     assert done.exists(), 'the data stage never finished'
     os.killpg(p.pid, signal.SIGKILL); p.wait()
     assert not (tmp_path/'smoke'/'report.md').exists()
-    r = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress')
+    r = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', *fast)
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'stage data: done with these settings, skipping' in r.stderr
     assert 'stage evaluate: executing' in r.stderr
@@ -67,7 +75,9 @@ def test_bad_input_is_a_clear_error(tmp_path):
 def test_recipe_show_round_trips(tmp_path):
     r = cli('recipe', 'show', 'smoke')
     assert r.returncode == 0 and 'max_users: 100' in r.stdout
-    y = tmp_path/'mine.yaml'; y.write_text(r.stdout.replace('max_users: 100', 'max_users: 30').replace('name: smoke', 'name: mine'))
+    assert '\n  - sft\n' in r.stdout and 'model: tiny' in r.stdout
+    y = tmp_path/'mine.yaml'; y.write_text(r.stdout.replace('max_users: 100', 'max_users: 30').replace('name: smoke', 'name: mine')
+                                           .replace('  - tasks\n', '').replace('  - sft\n', ''))
     r = cli('run', str(y), '--out', str(tmp_path), '--no-progress')
     assert r.returncode == 0, r.stderr[-3000:]
     assert '| 30 users' in (tmp_path/'mine'/'report.md').read_text()

@@ -117,7 +117,7 @@ def _json_default(o):
     if is_dataclass(o): return asdict(o)
     raise TypeError(f'cannot write {type(o).__name__} as JSON')
 
-# %% ../nbs/00_core.ipynb #95affb5f
+# %% ../nbs/00_core.ipynb #6c3d8456
 @dataclass
 class RunCfg:
     "Run-level settings"
@@ -203,7 +203,8 @@ class SFTCfg:
     max_seconds: float|None = None # wall-clock training budget; training stops (and saves) when it runs out
     eval_steps: int = 50           # validate (and checkpoint) every N steps
     eval_examples: int = 64        # validation examples used for the loss
-    padding_free: bool = True      # concatenate a batch into one row (no pad tokens)
+    group_by_length: bool = True   # batches of similar-length examples (little padding); the order stays a function of the seed
+    padding_free: bool = False     # one concatenated row per batch: no pads, but without flash-attention kernels attention spans the whole row
     gradient_checkpointing: bool = False
     num_processes: int = 1         # >1: run under `accelerate launch` (DDP; gloo on CPU)
     accelerate_config: str|None = None  # a shipped config name (cpu_ddp, single_gpu, multi_gpu, zero2, zero3) or a YAML path
@@ -278,7 +279,7 @@ def save_config(cfg:Config, path:str|Path)->Path:
     with atomic_write(path) as f: yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
     return Path(path)
 
-# %% ../nbs/00_core.ipynb #176df5db
+# %% ../nbs/00_core.ipynb #0e2fe04d
 _CF_ALL = ['pop', 'sasrec', 'biasmf', 'lightgcn', 'ncf']
 _STAGES_ALL = ['data', 'split', 'cf', 'tasks', 'sft', 'evaluate']
 RECIPES = {
@@ -296,7 +297,7 @@ RECIPES = {
                                                    'lightgcn': {'max_seconds': 60}, 'ncf': {'max_seconds': 60}}},
               'tasks': {'train': {'seqrec': 1.0}, 'epochs': 2},
               'llm': {'model': 'smollm2-135m-instruct'},
-              'sft': {'max_seconds': 600, 'eval_steps': 40, 'eval_examples': 64}},
+              'sft': {'max_seconds': 600, 'eval_steps': 25, 'eval_examples': 48}},
 }
 
 def recipe_config(recipe:str,        # a recipe name (see `RECIPES`) or a path to a YAML config

@@ -20,18 +20,35 @@ import reclm_nb.tasks  # registers the tasks stage, which sft needs
 __all__ = ['ACCELERATE_CONFIGS', 'sft_dataset', 'peak_memory', 'SFTClock', 'sft_config', 'RecSFTTrainer', 'train_sft',
            'plot_loss', 'accelerate_config', 'sft_worker', 'launch_sft', 'sft_stage']
 
-# %% ../nbs/10_sft.ipynb #7b2b231e
-def sft_dataset(epochs:list,  # `datasets.Dataset`s, one per epoch, in order
-                seed:int=0,   # each epoch is shuffled with `seed + epoch` (tasks of a mix are interleaved)
+# %% ../nbs/10_sft.ipynb #d550e369
+def _length(ex)->int:
+    "A cheap length proxy of an example: characters of its messages"
+    return sum(len(m['content']) for m in ex['prompt']) + sum(len(m['content']) for m in ex['completion'])
+
+def sft_dataset(epochs:list,            # `datasets.Dataset`s, one per epoch, in order
+                seed:int=0,             # each epoch is shuffled with `seed + epoch` (tasks of a mix are interleaved)
+                batch_size:int|None=None, # group by length: batches of this size hold examples of similar length
+                chunk:int=32,           # grouping window, in batches (bigger: less padding, less randomness)
                ):
-    "The training stream: each epoch shuffled (seeded), concatenated in order, reduced to trl's `prompt`/`completion` columns"
+    "The training stream: each epoch shuffled (and grouped by length), concatenated in order, reduced to `prompt`/`completion`"
     from datasets import concatenate_datasets
     if not epochs: raise ValueError('sft_dataset: no training epochs (run the tasks stage with tasks.epochs >= 1)')
+    out = []
     for i, d in enumerate(epochs):
         missing = {'prompt', 'completion'} - set(d.column_names)
         if missing: raise ValueError(f'training epoch {i}: missing column(s) {sorted(missing)}; found {d.column_names}')
-    return concatenate_datasets([d.select_columns(['prompt', 'completion']).shuffle(seed=seed + i).flatten_indices()
-                                 for i, d in enumerate(epochs)])
+        d = d.select_columns(['prompt', 'completion'])
+        rng = np.random.default_rng(seed + i)
+        order = rng.permutation(len(d))
+        if batch_size and batch_size > 1:
+            lengths = np.asarray([_length(d[int(j)]) for j in order])
+            batches = []
+            for s in range(0, len(order), batch_size * chunk):  # sort each window by length, cut it into batches
+                w = order[s:s + batch_size * chunk][np.argsort(lengths[s:s + batch_size * chunk], kind='stable')]
+                batches += [w[b:b + batch_size] for b in range(0, len(w), batch_size)]
+            order = np.concatenate([batches[j] for j in rng.permutation(len(batches))])  # then shuffle the batches
+        out.append(d.select(order.tolist()).flatten_indices())
+    return concatenate_datasets(out)
 
 # %% ../nbs/10_sft.ipynb #a1a67469
 def peak_memory()->dict:
@@ -41,7 +58,7 @@ def peak_memory()->dict:
     if torch.cuda.is_available(): out['peak_cuda_mib'] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return out
 
-# %% ../nbs/10_sft.ipynb #633c2fc0
+# %% ../nbs/10_sft.ipynb #a2588652
 from transformers import TrainerCallback
 
 class SFTClock(TrainerCallback):
@@ -58,8 +75,8 @@ class SFTClock(TrainerCallback):
         self.used = time.time() - self.t_start
         if self.max_seconds and self.used >= self.max_seconds and not control.should_training_stop:
             logger.info(f'sft: training budget of {self.max_seconds:.0f} s used at step {state.global_step}; saving and stopping')
-            self.stopped_by_budget = True
-            control.should_training_stop = True; control.should_save = True
+            self.stopped_by_budget = True  # validate and save now, so the last steps can still be the best checkpoint
+            control.should_training_stop = True; control.should_save = True; control.should_evaluate = True
     def on_save(self, args, state, control, **kw):
         if state.is_world_process_zero:
             ck = Path(args.output_dir)/f'checkpoint-{state.global_step}'
@@ -125,7 +142,7 @@ class RecSFTTrainer(SFTTrainer):
             loss = loss * self.accelerator.num_processes
         return (loss, {'loss': loss}) if return_outputs else loss
 
-# %% ../nbs/10_sft.ipynb #10eef0c6
+# %% ../nbs/10_sft.ipynb #0cc94d57
 def _tokens_per_example(trainer)->np.ndarray:
     ds = trainer.train_dataset
     return np.asarray([len(x) for x in ds['input_ids']], dtype=np.int64)
@@ -148,7 +165,7 @@ def train_sft(cfg,                   # the run's `Config`
     model, tok = load_model(cfg.llm.model, 'fp32' if not cfg.llm.lora else cfg.llm.dtype, 'cpu')
     model.config.use_cache = False  # packed rows need the cache off (see the padding-free check below)
     if cfg.llm.lora: model = add_lora(model, cfg.llm.lora_r, cfg.llm.lora_alpha, cfg.llm.lora_dropout, cfg.llm.lora_targets)
-    train = sft_dataset(train_epochs, cfg.run.seed)
+    train = sft_dataset(train_epochs, cfg.run.seed, cfg.sft.batch_size if cfg.sft.group_by_length else None)
     valid = valid.select_columns(['prompt', 'completion'])
     if cfg.sft.eval_examples and len(valid) > cfg.sft.eval_examples: valid = valid.select(range(cfg.sft.eval_examples))
     args = sft_config(cfg, out/'checkpoints', device, len(train), state.num_processes, progress)
@@ -164,7 +181,7 @@ def train_sft(cfg,                   # the run's `Config`
     if resume: logger.info(f'sft: resuming from {resume}')
     logger.info(f'sft: {len(train)} training examples ({len(train_epochs)} epoch(s)), {args.max_steps} steps of '
                 f'{args.per_device_train_batch_size}x{args.gradient_accumulation_steps}x{state.num_processes}, {dt}, '
-                f'{"LoRA" if cfg.llm.lora else "full"}, padding-free {cfg.sft.padding_free}, device {device}')
+                f'{"LoRA" if cfg.llm.lora else "full"}, padding-free {cfg.sft.padding_free}, grouped by length {cfg.sft.group_by_length}, device {device}')
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.time() - t0

@@ -10,8 +10,10 @@ Configurations (`--configs`):
 - `trl_default`: `SFTConfig(output_dir=..., use_cpu=True)` with trl's defaults: full fine-tuning, bf16 autocast,
   gradient checkpointing, batches padded to their longest example, trl's own loss.
 - `trl_bf16_nockpt`, `trl_fp32`: trl's defaults with gradient checkpointing off / in fp32 (for the record).
-- `ours`: `reclm_nb.sft` as the pipeline runs it: LoRA (r 8, all linear layers), padding-free batches, logits only
-  at completion positions, no gradient checkpointing, `llm.dtype=auto`.
+- `ours`: `reclm_nb.sft` as the pipeline runs it: LoRA (r 8, all linear layers), batches grouped by length (each
+  epoch shuffled, then similar lengths batched together), logits only at completion positions, no gradient
+  checkpointing, `llm.dtype=auto` (bf16 only on CPUs with native bf16).
+- `ours_padding_free`: ours with one concatenated row per batch instead of grouping.
 - `ours_fp32`, `ours_bf16`: ours with the dtype forced.
 
 Tokens/s counts real tokens (prompt + completion, no padding) of the timed steps divided by their wall time.
@@ -71,18 +73,21 @@ def run_child(args):
     else:
         from reclm_nb.core import recipe_config
         from reclm_nb.llm import load_model, add_lora, resolve_dtype
-        from reclm_nb.sft import RecSFTTrainer, sft_config
-        dtype = {'ours': 'auto', 'ours_fp32': 'fp32', 'ours_bf16': 'bf16'}[name]
-        cfg = recipe_config('quick', [f'llm.model={args.model}', f'llm.dtype={dtype}', f'sft.batch_size={args.batch_size}',
+        from reclm_nb.sft import RecSFTTrainer, sft_config, sft_dataset
+        dtype = {'ours': 'auto', 'ours_fp32': 'fp32', 'ours_bf16': 'bf16', 'ours_padding_free': 'auto'}[name]
+        layout = ['sft.padding_free=true', 'sft.group_by_length=false'] if name == 'ours_padding_free' else []
+        cfg = recipe_config('quick', layout + [f'llm.model={args.model}', f'llm.dtype={dtype}', f'sft.batch_size={args.batch_size}',
                                       f'sft.max_steps={args.steps}', f'run.threads={args.threads}', f'run.seed={args.seed}'])
         model, tok = load_model(cfg.llm.model, cfg.llm.dtype, 'cpu', threads=args.threads)
         model.config.use_cache = False
         model = add_lora(model, cfg.llm.lora_r, cfg.llm.lora_alpha, cfg.llm.lora_dropout, cfg.llm.lora_targets)
+        ds = sft_dataset([load_from_disk(args.data)], args.seed, args.batch_size if cfg.sft.group_by_length else None)
         targs = sft_config(cfg, out, 'cpu', len(ds))
         targs.eval_strategy, targs.save_strategy, targs.load_best_model_at_end = 'no', 'no', False
         trainer = RecSFTTrainer(model=model, args=targs, train_dataset=ds, processing_class=tok, callbacks=[clock])
         setup = {'lora': True, 'dtype': str(resolve_dtype(cfg.llm.dtype, 'cpu')), 'bf16': targs.bf16,
-                 'gradient_checkpointing': targs.gradient_checkpointing, 'padding_free': targs.padding_free, 'loss': 'ours'}
+                 'gradient_checkpointing': targs.gradient_checkpointing, 'padding_free': targs.padding_free,
+                 'group_by_length': cfg.sft.group_by_length, 'loss': 'ours'}
     load_s = time.time() - t_load
     lengths = np.asarray([len(x) for x in trainer.train_dataset['input_ids']])
     t0 = time.time()
@@ -124,7 +129,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument('--out', default='bench_sft.json')
     ap.add_argument('--model', default='smollm2-135m-instruct', help="model spec (embedded name, 'tiny', folder, .gguf, hub id)")
-    ap.add_argument('--configs', default='trl_default,ours', help='comma-separated: trl_default, trl_bf16_nockpt, trl_fp32, ours, ours_fp32, ours_bf16')
+    ap.add_argument('--configs', default='trl_default,ours', help='comma-separated: trl_default, trl_bf16_nockpt, trl_fp32, ours, ours_fp32, ours_bf16, ours_padding_free')
     ap.add_argument('--examples', type=int, default=200)
     ap.add_argument('--steps', type=int, default=6, help='optimizer steps per configuration')
     ap.add_argument('--warmup', type=int, default=1, help='first steps not timed')

@@ -29,7 +29,11 @@ PAIRS = {  # our name -> (our class in reclm_nb.cf, RecBole model)
     'bpr': ('BiasMF', 'BPR'),
     'lightgcn': ('LightGCN', 'LightGCN'),
 }
-TARGET = {'ratio_ndcg10_min': 1.1, 'ratio_train_seconds_max': 0.1}
+# Targets of the issue: SASRec >= 1.1x RecBole's test NDCG@10 in <= 1/10 of its training time; BPR and LightGCN
+# match or beat RecBole's NDCG@10, faster.
+TARGETS = {'sasrec': {'ratio_ndcg10_min': 1.1, 'ratio_train_seconds_max': 0.1},
+           'bpr': {'ratio_ndcg10_min': 1.0, 'ratio_train_seconds_max': 1.0},
+           'lightgcn': {'ratio_ndcg10_min': 1.0, 'ratio_train_seconds_max': 1.0}}
 DATASET = 'ml100k_bench'  # not 'ml-100k': RecBole would swap in its bundled copy and presets
 
 # RecBole config per model; anything not set here is RecBole's default (overall.yaml + the model's yaml).
@@ -319,8 +323,9 @@ def run_ours(name:str, split, args)->tuple:
     return out, r.protocol.header()
 
 
-def compare(pair:dict)->dict:
-    "Ratios ours/RecBole and whether the target is met"
+def compare(pair:dict, name:str)->dict:
+    "Ratios ours/RecBole and whether the pair's target (`TARGETS[name]`) is met"
+    target = TARGETS[name]
     o, rb = pair.get('ours'), pair.get('recbole')
     if not o or not rb: return pair
     rn = o['test_ndcg10']/rb['test_ndcg10'] if rb['test_ndcg10'] else None
@@ -330,7 +335,8 @@ def compare(pair:dict)->dict:
                 protocol_match=(o['n_test_users'] == rb['n_test_users'] and o['n_items'] == rb['n_items']
                                 and not any(rb['split_mismatches'].values())),
                 target_met=None if o.get('stand_in') or rn is None or rt is None
-                           else bool(rn >= TARGET['ratio_ndcg10_min'] and rt <= TARGET['ratio_train_seconds_max']))
+                           else bool(rn >= target['ratio_ndcg10_min'] and rt <= target['ratio_train_seconds_max']),
+                target=target)
     return pair
 
 
@@ -383,7 +389,7 @@ def main(argv=None):
     proto = Protocol(split.dataset, f'{split.kind}/test', 'full', [10], len(split.test), split.window, args.seed).header()
     result = {'machine': {'cpu_count': os.cpu_count(), 'platform': platform.platform(), 'python': platform.python_version(),
                           'torch': torch.__version__, 'threads': args.threads},
-              'args': vars(args), 'target': TARGET, 'protocol': proto,
+              'args': vars(args), 'targets': TARGETS, 'protocol': proto,
               'recbole_protocol': (f'RecBole {RECBOLE_VERSION} | dataset {DATASET} (= ours, timestamp = sequence position) | '
                                    f'eval_args LS valid_and_test, order TO, mode full, group_by user | MAX_ITEM_LIST_LENGTH 50 | '
                                    f'history masked (by the driver for sequential models) | best-valid-NDCG@10 weights tested'),
@@ -412,7 +418,7 @@ def main(argv=None):
                          f'{rb["n_test_users"]} test users, {rb["n_items"]} items, split mismatches {rb["split_mismatches"]}')
                 if rb['n_test_users'] != len(split.test) or rb['n_items'] != split.n_items or any(rb['split_mismatches'].values()):
                     log.warning(f'recbole {name}: protocol differs from ours ({len(split.test)} test users, {split.n_items} items)')
-            compare(pair)
+            compare(pair, name)
             result['finished'] = time.strftime('%Y-%m-%dT%H:%M:%S')
             write_json(result, out_path)
     finally:

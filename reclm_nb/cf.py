@@ -299,11 +299,11 @@ class SASRecNet(nn.Module):
         "Scores of every catalogue item (padding excluded) for states `h`"
         return h @ self.item_emb.weight[1:].T
 
-# %% ../nbs/05_cf.ipynb #084e7f69
+# %% ../nbs/05_cf.ipynb #42dee03c
 @register_recommender('sasrec')
 class SASRec(TorchRecommender):
     "SASRec (Kang & McAuley 2018) with all-position full-softmax (or sampled-softmax) training"
-    defaults = {**TorchRecommender.defaults, 'epochs': 200, 'batch_size': 128, 'lr': 1e-3, 'patience': 20,
+    defaults = {**TorchRecommender.defaults, 'epochs': 200, 'batch_size': 64, 'lr': 2e-3, 'patience': 20,
                 'd': 64, 'n_layers': 2, 'n_heads': 2, 'max_len': 50, 'dropout': 0.2, 'loss': 'ce', 'n_neg': 256, 'crop': 'shifted'}
     def _prepare(self, split:Split):
         if self.hp['loss'] not in ('ce', 'sampled'): raise ValueError(f"sasrec loss {self.hp['loss']!r}: expected 'ce' or 'sampled'")

@@ -117,7 +117,7 @@ def _json_default(o):
     if is_dataclass(o): return asdict(o)
     raise TypeError(f'cannot write {type(o).__name__} as JSON')
 
-# %% ../nbs/00_core.ipynb #6c3d8456
+# %% ../nbs/00_core.ipynb #10867d46
 @dataclass
 class RunCfg:
     "Run-level settings"
@@ -163,6 +163,18 @@ class EvalCfg:
     splits: list = field(default_factory=lambda: ['valid', 'test'])
     max_users: int|None = None     # evaluate a seeded subset of users (recorded in the protocol)
     seed: int = 0
+    llm_models: list = field(default_factory=list)  # LLM recommenders: 'zero-shot' (llm.model), 'sft' (the run's model), or model specs
+    llm_methods: list = field(default_factory=lambda: ['beam', 'ground', 'ground+cf'])  # beam | ground | ground+pop | ground+cf
+    llm_users: int|None = 64       # seeded test users for the LLM comparison (cf models re-evaluated on the same users)
+    gamma_users: int = 64          # validation users for choosing the grounding prior's gamma
+    gammas: list = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
+    prior_model: str = 'sasrec'    # cf model behind 'ground+cf'
+    backend: str = 'hf'            # hf | vllm | api (OPENAI_BASE_URL / OPENAI_API_KEY)
+    num_beams: int = 20            # constrained beam width
+    length_penalty: float = 0.0    # beam score = sum log-prob / length**length_penalty (0: D3's choice)
+    embedder: str = 'minilm-l6-v2' # grounding embedder: the embedded MiniLM, a folder or a hub id
+    max_new_tokens: int = 32       # free generation length for grounding
+    llm_batch_size: int = 8        # prompts per generation batch
 
 @dataclass
 class TasksCfg:
@@ -279,7 +291,7 @@ def save_config(cfg:Config, path:str|Path)->Path:
     with atomic_write(path) as f: yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
     return Path(path)
 
-# %% ../nbs/00_core.ipynb #0e2fe04d
+# %% ../nbs/00_core.ipynb #5170c2ff
 _CF_ALL = ['pop', 'sasrec', 'biasmf', 'lightgcn', 'ncf']
 _STAGES_ALL = ['data', 'split', 'cf', 'tasks', 'sft', 'evaluate']
 RECIPES = {
@@ -290,14 +302,18 @@ RECIPES = {
                                                    'ncf': {'epochs': 2, 'd': 16, 'mlp': [16, 8]}}},
               'tasks': {'train': {'seqrec': 1.0, 'bigrec_title': 0.2}, 'valid_users': 16, 'test_users': 16},
               'llm': {'model': 'tiny'},
-              'sft': {'max_steps': 4, 'eval_steps': 2, 'batch_size': 4, 'eval_examples': 8, 'lr': 1e-3}},
+              'sft': {'max_steps': 4, 'eval_steps': 2, 'batch_size': 4, 'eval_examples': 8, 'lr': 1e-3},
+              'eval': {'ks': [5, 10, 20], 'llm_models': ['zero-shot', 'sft'], 'llm_methods': ['beam', 'ground', 'ground+pop', 'ground+cf'],
+                       'llm_users': 8, 'gamma_users': 8, 'num_beams': 10, 'max_new_tokens': 8}},
     'quick': {'run': {'name': 'quick', 'threads': 2, 'stages': _STAGES_ALL}, 'data': {'source': 'ml-100k'},
-              'split': {'kind': 'loo', 'window': 50}, 'eval': {'ks': [5, 10, 20]},
-              'cf': {'models': _CF_ALL, 'params': {'sasrec': {'max_seconds': 180}, 'biasmf': {'max_seconds': 60},
-                                                   'lightgcn': {'max_seconds': 60}, 'ncf': {'max_seconds': 60}}},
-              'tasks': {'train': {'seqrec': 1.0}, 'epochs': 2},
+              'split': {'kind': 'loo', 'window': 50},
+              'cf': {'models': _CF_ALL, 'params': {'sasrec': {'max_seconds': 90}, 'biasmf': {'max_seconds': 20},
+                                                   'lightgcn': {'max_seconds': 30}, 'ncf': {'max_seconds': 20}}},
+              'tasks': {'train': {'bigrec_title': 1.0}, 'valid': ['bigrec_title'], 'test': ['bigrec_title'], 'epochs': 2},
               'llm': {'model': 'smollm2-135m-instruct'},
-              'sft': {'max_seconds': 600, 'eval_steps': 25, 'eval_examples': 48}},
+              'sft': {'max_seconds': 180, 'eval_steps': 20, 'eval_examples': 32},
+              'eval': {'ks': [5, 10, 20], 'llm_models': ['zero-shot', 'sft'], 'llm_methods': ['beam', 'ground', 'ground+cf'],
+                       'llm_users': 32, 'gamma_users': 32, 'max_new_tokens': 24}},
 }
 
 def recipe_config(recipe:str,        # a recipe name (see `RECIPES`) or a path to a YAML config

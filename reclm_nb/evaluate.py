@@ -18,8 +18,8 @@ from .metrics import mask_items, topk_from_scores, rank_metrics
 from .cf import Recommender, Popularity, load_run_models
 
 # %% auto #0
-__all__ = ['METRIC_ORDER', 'rank_examples', 'EvalResult', 'evaluate', 'wide_table', 'markdown_table', 'plot_results',
-           'plot_training', 'write_report', 'evaluate_stage']
+__all__ = ['METRIC_ORDER', 'LLM_METHODS', 'rank_examples', 'EvalResult', 'evaluate', 'wide_table', 'markdown_table',
+           'plot_results', 'plot_training', 'write_report', 'llm_model_spec', 'evaluate_llms', 'evaluate_stage']
 
 # %% ../nbs/15_evaluate.ipynb #3f80246c
 def rank_examples(rec:Recommender,       # the model
@@ -55,7 +55,7 @@ def rank_examples(rec:Recommender,       # the model
 def _pad(a:np.ndarray, k:int)->np.ndarray:
     return a if a.shape[1] == k else np.pad(a, ((0, 0), (0, k-a.shape[1])), constant_values=-1)
 
-# %% ../nbs/15_evaluate.ipynb #0be30942
+# %% ../nbs/15_evaluate.ipynb #e5fc3bb2
 @dataclass
 class EvalResult:
     "The outcome of one `evaluate` call"
@@ -93,30 +93,39 @@ def evaluate(rec:Recommender,            # the model
     proto = Protocol(split.dataset, f'{split.kind}/{part}', candidates, list(ks), len(es), split.window, seed,
                      history_masked=n_neg is None, note='; '.join(notes))
     logger.info(f'evaluate {name}: {proto.header()}')
+    if hasattr(rec, 'reset_counts'): rec.reset_counts()
     t0 = time.time()
     ranked = rank_examples(rec, es, split.item_ids, max(ks), split.window, negatives, progress=progress)
     idx = {it: i for i, it in enumerate(split.item_ids)}
     per_user = rank_metrics(ranked, [[idx[t] for t in ts] for ts in es.targets], ks)
-    secs = time.time() - t0
-    rows = [{'method': name, 'dataset': split.dataset, 'split': proto.split, 'candidates': candidates, 'metric': m.split('@')[0],
-             'k': int(m.split('@')[1]), 'value': float(v.mean()), 'n_users': len(es)} for m, v in per_user.items()]
-    rows.append({'method': name, 'dataset': split.dataset, 'split': proto.split, 'candidates': candidates, 'metric': 'seconds_per_user',
-                 'k': 0, 'value': secs/max(len(es), 1), 'n_users': len(es)})
+    secs = time.time() - t0 + float(getattr(rec, 'reused_seconds', 0.0) or 0.0)  # work shared with another method is charged to both
+    table = proto.split if len(es) == n_all else f'{proto.split} ({len(es)} users)'
+    row = lambda metric, k, v: {'method': name, 'dataset': split.dataset, 'split': proto.split, 'table': table, 'candidates': candidates,
+                                'metric': metric, 'k': k, 'value': float(v), 'n_users': len(es)}
+    rows = [row(m.split('@')[0], int(m.split('@')[1]), v.mean()) for m, v in per_user.items()]
+    rows.append(row('seconds_per_user', 0, secs/max(len(es), 1)))
+    if getattr(rec, 'validity', None) is not None: rows.append(row('validity', 0, rec.validity))
     return EvalResult(pd.DataFrame(rows), proto, per_user, secs)
 
-# %% ../nbs/15_evaluate.ipynb #568f14e0
+# %% ../nbs/15_evaluate.ipynb #c269c727
 METRIC_ORDER = ['NDCG', 'HR', 'Recall', 'MRR']
+
+def _tables(results:pd.DataFrame)->pd.Series:
+    "Each row's table: the `table` column, or the split for results written before it existed"
+    return results['table'] if 'table' in results else results['split']
 
 def wide_table(results:pd.DataFrame, # tidy rows from `evaluate`
                metrics:list=('NDCG', 'HR'),
-               part:str|None=None,   # keep one split, e.g. 'loo/test'
+               part:str|None=None,   # keep one table, e.g. 'loo/test' or 'loo/test (64 users)'
               )->pd.DataFrame:
-    "One row per method, one column per metric@K (plus seconds per user)"
-    df = results if part is None else results[results.split == part]
+    "One row per method, one column per metric@K (plus validity and seconds per user where measured)"
+    df = results if part is None else results[_tables(results) == part]
     keep = df[df.metric.isin(metrics)]
     t = keep.assign(col=keep.metric + '@' + keep.k.astype(str)).pivot_table(index='method', columns='col', values='value', sort=False)
     cols = sorted(t.columns, key=lambda c: (METRIC_ORDER.index(c.split('@')[0]) if c.split('@')[0] in METRIC_ORDER else 99, int(c.split('@')[1])))
     t = t[cols]
+    val = df[df.metric == 'validity'].groupby('method', sort=False).value.first()
+    if len(val): t['validity'] = val
     spu = df[df.metric == 'seconds_per_user'].groupby('method', sort=False).value.first()
     if len(spu): t['s/user'] = spu
     return t
@@ -124,12 +133,12 @@ def wide_table(results:pd.DataFrame, # tidy rows from `evaluate`
 def markdown_table(df:pd.DataFrame, floatfmt:str='.4f')->str:
     "A GitHub markdown table of `df` (index included) without extra dependencies"
     cols = [df.index.name or ''] + [str(c) for c in df.columns]
-    fmt = lambda v: format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v)
+    fmt = lambda v: ('—' if np.isnan(v) else format(v, floatfmt)) if isinstance(v, (float, np.floating)) else str(v)
     lines = ['| ' + ' | '.join(cols) + ' |', '|' + '|'.join(['---'] + ['---:']*len(df.columns)) + '|']
     lines += ['| ' + ' | '.join([str(i)] + [fmt(v) for v in row]) + ' |' for i, row in zip(df.index, df.itertuples(index=False))]
     return '\n'.join(lines)
 
-# %% ../nbs/15_evaluate.ipynb #0a3e99b3
+# %% ../nbs/15_evaluate.ipynb #5bdb4986
 def plot_results(results:pd.DataFrame, # tidy rows
                  path:str|Path,        # PNG to write
                  part:str|None=None,   # the split to plot (default: the last one present)
@@ -139,23 +148,25 @@ def plot_results(results:pd.DataFrame, # tidy rows
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    part = part or results.split.iloc[-1]
-    df = results[(results.split == part) & results.metric.isin(metrics)]
+    part = part or _tables(results).iloc[-1]
+    df = results[(_tables(results) == part) & results.metric.isin(metrics)]
     methods, ks = list(dict.fromkeys(df.method)), sorted(df.k.unique())
     fig, axes = plt.subplots(1, len(metrics), figsize=(5*len(metrics), 3.6), squeeze=False)
     width = 0.8/max(len(methods), 1)
+    colors = plt.get_cmap('tab10' if len(methods) <= 10 else 'tab20')
+    fig.set_size_inches(max(5, 1.2 + 0.35*len(methods)*len(ks)/3)*len(metrics) + 2.2, 3.6)
     for ax, m in zip(axes[0], metrics):
         for j, meth in enumerate(methods):
             v = df[(df.metric == m) & (df.method == meth)].set_index('k').value.reindex(ks)
-            ax.bar(np.arange(len(ks)) + j*width - 0.4 + width/2, v.values, width, label=meth)
+            ax.bar(np.arange(len(ks)) + j*width - 0.4 + width/2, v.values, width, label=meth, color=colors(j % colors.N))
         ax.set_xticks(range(len(ks)), [f'@{k}' for k in ks]); ax.set_title(f'{m} ({part})'); ax.grid(axis='y', alpha=.3)
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc='center right', fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1 - 2.0/fig.get_size_inches()[0], 1))
     with atomic_path(path) as tmp: fig.savefig(tmp, dpi=110, format='png')
     plt.close(fig)
     return Path(path)
 
-# %% ../nbs/15_evaluate.ipynb #ec1eb7f2
+# %% ../nbs/15_evaluate.ipynb #4bdb5611
 def plot_training(run:RunDir,   # a run folder with trained models under `cf/`
                   path:str|Path, # PNG to write
                  )->Path|None:
@@ -202,6 +213,20 @@ def _sft_section(run:RunDir)->list:
         out += ['![SFT loss](sft_loss.png)', '']
     return out
 
+def _llm_section(path:Path)->list:
+    "Report lines on the LLM recommenders: model, backend, and each prior's gamma as chosen on validation users"
+    info = load_json(path) if path.exists() else {}
+    if not info: return []
+    out = ['## LLM recommenders', '', f"Model `{info['llm_model']}` on the `{info['backend']}` backend, evaluated on a seeded subset of "
+           f"{info['llm_users']} test users (the table above with the user count; the collaborative models are re-evaluated on the "
+           "same users). `zero-shot` is the model as shipped, `sft` the run's fine-tuned model. `beam`: constrained beam search over "
+           "the catalogue; `ground`: greedy generation grounded by embedding distance; `+cf`/`+pop`: grounding re-weighted by a prior. "
+           "validity: share of answers that named a real item.", '']
+    for label, g in info.get('gamma', {}).items():
+        tried = ', '.join(f"{r['gamma']:g}: {r['NDCG@10']:.4f}" for r in g['by_gamma'])
+        out += [f"- `{label}`: gamma = {g['gamma']:g}, chosen by NDCG@10 on {g['valid_users']} validation users (gamma: NDCG@10 = {tried})"]
+    return out + ['']
+
 def write_report(run:RunDir,            # a run folder with an `evaluate/` stage done
                  title:str|None=None,
                 )->Path:
@@ -209,7 +234,7 @@ def write_report(run:RunDir,            # a run folder with an `evaluate/` stage
     ev = run.root/'evaluate'
     if not (ev/'results.parquet').exists(): raise FileNotFoundError(f'{ev}/results.parquet missing: run the evaluate stage first')
     results, protocols = pd.read_parquet(ev/'results.parquet'), load_json(ev/'protocols.json')
-    parts = list(dict.fromkeys(results.split))
+    parts = list(dict.fromkeys(_tables(results)))
     png = plot_results(results, run.root/'results.png', part=parts[-1])
     lines = [f'# {title or "reclm_nb report: " + run.root.name}', '']
     for st in ('data', 'split', 'cf', 'tasks', 'sft'):
@@ -218,31 +243,103 @@ def write_report(run:RunDir,            # a run folder with an `evaluate/` stage
     for part in parts:
         lines += [f'## {part}', '', '`' + protocols[part] + '`', '', markdown_table(wide_table(results, part=part)), '']
     lines += [f'![results]({png.name})', '']
+    lines += _llm_section(ev/'llm.json')
     curves = plot_training(run, run.root/'training.png')
     if curves: lines += ['## Training', '', f'![training]({curves.name})', '']
     lines += _sft_section(run)
     with atomic_write(run.root/'report.md') as f: f.write('\n'.join(lines))
     return run.root/'report.md'
 
-# %% ../nbs/15_evaluate.ipynb #13a456db
-@stage('evaluate', needs=('cf',), notebook='15_evaluate.ipynb', sections=('eval',))
+# %% ../nbs/15_evaluate.ipynb #a40cdb3b
+LLM_METHODS = ('beam', 'ground', 'ground+pop', 'ground+cf')
+
+def llm_model_spec(cfg, run:RunDir, which:str)->str:
+    "The model spec of an `eval.llm_models` entry: 'zero-shot' (llm.model), 'sft' (the run's merged model, trained first if needed) or a spec"
+    if which == 'zero-shot': return str(cfg.llm.model)
+    if which == 'sft':
+        import reclm_nb.sft          # registers the stage
+        run_stage('sft', cfg, run)   # skipped when done with these settings
+        p = run.root/'sft'/'model'
+        if not (p/'config.json').exists():
+            raise FileNotFoundError(f"{p}: no fine-tuned model; run the sft stage with sft.merge=true, or remove 'sft' from eval.llm_models")
+        return str(p)
+    return str(which)
+
+def _backend_kwargs(cfg)->dict:
+    e = cfg.eval
+    if e.backend == 'hf': return dict(dtype=cfg.llm.dtype, device=cfg.llm.device, threads=cfg.run.threads, batch_size=e.llm_batch_size)
+    if e.backend == 'vllm': return dict(dtype=cfg.llm.dtype if cfg.llm.dtype != 'auto' else 'auto')
+    return {}
+
+def evaluate_llms(cfg, run:RunDir, sp:Split, models:dict, add)->dict:
+    "Evaluate every `eval.llm_models` x `eval.llm_methods` recommender (and the cf `models` on the same users); `add` takes each `EvalResult`"
+    import gc
+    from reclm_nb.data import load_run_data
+    from reclm_nb.tasks import unique_titles
+    from reclm_nb.generate import load_backend
+    from reclm_nb.ground import EmbeddingGrounder, load_embedder
+    from reclm_nb.llmrec import LLMRecommender
+    e, part = cfg.eval, cfg.eval.splits[-1]
+    bad = [m for m in e.llm_methods if m not in LLM_METHODS]
+    if bad: raise ValueError(f'eval.llm_methods: unknown {bad}; expected some of {LLM_METHODS}')
+    if 'ground+cf' in e.llm_methods and e.prior_model not in models:
+        raise ValueError(f'eval.prior_model {e.prior_model!r}: not a trained cf model of this run (have {sorted(models)})')
+    specs = {w: llm_model_spec(cfg, run, w) for w in e.llm_models}   # fail early, before any slow work
+    titles_all = unique_titles(load_run_data(run).items)
+    titles = {i: titles_all[i] for i in sp.item_ids}
+    cands = cfg.split.candidates
+    methods = list(e.llm_methods) if cands == 'full' else ['score']   # sampled:N -> every method ranks the candidates by likelihood
+    for name, model in models.items():   # the comparison table: the cf models on the LLMs' users
+        add(evaluate(model, sp, part, e.ks, cands, e.llm_users, e.seed, method=name, progress=False))
+    grounder = None
+    if any(m.startswith('ground') for m in methods):
+        grounder = EmbeddingGrounder(sp.item_ids, [titles[i] for i in sp.item_ids], load_embedder(e.embedder))
+    info = {'llm_model': str(cfg.llm.model), 'backend': e.backend, 'llm_users': e.llm_users, 'gamma': {}}
+    for which, spec in specs.items():
+        logger.info(f'evaluate: LLM {which} ({spec}) on the {e.backend} backend')
+        backend, base = load_backend(spec, e.backend, **_backend_kwargs(cfg)), None
+        for meth in methods:
+            label = f'{which} {meth}'
+            prior = {'ground+pop': 'pop', 'ground+cf': models.get(e.prior_model)}.get(meth)
+            rec = LLMRecommender(backend, titles, 'ground' if meth.startswith('ground') else 'beam', grounder, prior,
+                                 num_beams=e.num_beams, length_penalty=e.length_penalty, history_len=cfg.tasks.history_len,
+                                 system_prompt=cfg.llm.system_prompt, max_new_tokens=e.max_new_tokens,
+                                 batch_size=e.llm_batch_size, name=label)
+            if meth.startswith('ground'):
+                if base is None: base = rec
+                else: rec.share_generations(base)
+            if prior is not None:
+                if prior == 'pop': rec.fit(sp)
+                rec.fit_gamma(sp, 'valid', e.gamma_users, tuple(e.gammas), 10, e.seed)
+                info['gamma'][label] = {'gamma': rec.gamma, 'valid_users': e.gamma_users,
+                                        'by_gamma': rec.gamma_table.round(5).to_dict(orient='records')}
+            add(evaluate(rec, sp, part, e.ks, cands, e.llm_users, e.seed, method=label))
+        del backend, base, rec; gc.collect()
+    return info
+
+# %% ../nbs/15_evaluate.ipynb #a9506926
+@stage('evaluate', needs=('cf',), notebook='15_evaluate.ipynb', sections=('eval', 'llm', 'tasks', 'sft'))
 def evaluate_stage(cfg, run:RunDir)->dict:
-    "Evaluate all of the run's models and save the tidy results"
+    "Evaluate all of the run's models (and, with `eval.llm_models`, the LLM recommenders) and save the tidy results"
     sp, models = load_run_split(run), load_run_models(run)
     if not models: raise FileNotFoundError(f'{run.root/"cf"}: no trained models to evaluate')
     order = [m for m in cfg.cf.models if m in models] + [m for m in models if m not in cfg.cf.models]
     models = {m: models[m] for m in order}  # table rows in the recipe's order
     tables, protocols = [], {}
+    def add(r:EvalResult):
+        tables.append(r.table); protocols[r.table.table.iloc[0]] = r.protocol.header()
     for part in cfg.eval.splits:
         for name, model in models.items():
-            r = evaluate(model, sp, part, cfg.eval.ks, cfg.split.candidates, cfg.eval.max_users, cfg.eval.seed, method=name)
-            tables.append(r.table); protocols[r.protocol.split] = r.protocol.header()
+            add(evaluate(model, sp, part, cfg.eval.ks, cfg.split.candidates, cfg.eval.max_users, cfg.eval.seed, method=name))
+    extra = {}
+    if cfg.eval.llm_models: extra = evaluate_llms(cfg, run, sp, models, add)
     results = pd.concat(tables, ignore_index=True)
     out = run.stage_dir('evaluate')
     with atomic_path(out/'results.parquet') as tmp: results.to_parquet(tmp, index=False)
     with atomic_write(out/'results.csv') as f: results.to_csv(f, index=False)
     save_json(protocols, out/'protocols.json')
+    save_json(extra, out/'llm.json')
     for part, header in protocols.items():
         logger.info(header + '\n' + markdown_table(wide_table(results, part=part)))
     last = list(protocols)[-1]
-    return {'protocol': protocols[last], 'table': wide_table(results, part=last).round(4).to_dict(orient='index')}
+    return {'protocol': protocols[last], 'table': wide_table(results, part=last).round(4).to_dict(orient='index'), **extra}

@@ -91,7 +91,7 @@ def run_recipe(recipe:str,              # recipe name or YAML path
     logger.info(f'run {cfg.run.name}: finished in {time.time()-t_all:.1f} s; report at {report}')
     return run.root
 
-# %% ../nbs/16_pipeline.ipynb #ec0fe033
+# %% ../nbs/16_pipeline.ipynb #fba8fc2a
 def _parser()->argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='reclm-nb', description='reclm_nb: LLM recommenders end to end, from notebooks')
     p.add_argument('--log-level', default='INFO')
@@ -116,6 +116,14 @@ def _parser()->argparse.ArgumentParser:
     t.add_argument('--host', default='127.0.0.1', help='interface to listen on (default: 127.0.0.1, this machine only)')
     t.add_argument('--port', type=int, default=12621)
     t.add_argument('--workers', type=int, default=1, help='uvicorn worker processes, each with its own copy of the model')
+    s = sub.add_parser('serve', help='serve an LLM over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models)')
+    s.add_argument('model', help="model spec: 'tiny', an embedded name, a folder, a .gguf file or a hub id")
+    s.add_argument('--host', default='127.0.0.1', help='interface to listen on (default: 127.0.0.1, this machine only)')
+    s.add_argument('--port', type=int, default=8000)
+    s.add_argument('--dtype', default='auto', help='auto | bf16 | fp16 | fp32')
+    s.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N | mps')
+    s.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: leave as is)')
+    s.add_argument('--max-batch', type=int, default=8, help='most requests gathered into one generate call')
     return p
 
 def main(argv:list|None=None)->int:
@@ -142,6 +150,10 @@ def main(argv:list|None=None)->int:
         elif args.cmd == 'teacher':
             from reclm_nb.teacher import serve  # fastapi and uvicorn load only for this command
             serve(args.run, args.model, args.host, args.port, args.workers, log_level=args.log_level)
+        elif args.cmd == 'serve':
+            from reclm_nb.serve import serve  # torch, fastapi and uvicorn load only for this command
+            serve(args.model, args.host, args.port, dtype=args.dtype, device=args.device, threads=args.threads,
+                  max_batch=args.max_batch, log_level=args.log_level)
     except (ValueError, KeyError, FileNotFoundError, AssetError, DataError, StageFailed) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f'reclm-nb: error: {msg}', file=sys.stderr)

@@ -23,9 +23,22 @@ def test_smoke_run_produces_report(tmp_path):
     assert (run/'sft'/'model'/'config.json').exists() and (run/'sft'/'adapter'/'adapter_config.json').exists()
     assert '## Supervised fine-tuning' in report and (run/'sft_loss.png').read_bytes()[:4] == b'\x89PNG'
     res = pd.read_parquet(run/'evaluate'/'results.parquet')
-    test10 = res[(res.metric == 'NDCG') & (res.k == 10) & (res.split == 'loo/test')].set_index('method').value
+    test10 = res[(res.metric == 'NDCG') & (res.k == 10) & (res.table == 'loo/test')].set_index('method').value
     assert list(test10.index) == ['pop', 'sasrec', 'biasmf', 'lightgcn', 'ncf']  # the recipe's models, in its order
     assert 0 < test10['pop'] < 1 and test10.between(0, 1).all()
+    # the LLM comparison: the cf models again and every LLM x method, on the same seeded 8 test users
+    llm = res[res.table == 'loo/test (8 users)']
+    methods = [f'{w} {m}' for w in ('zero-shot', 'sft') for m in ('beam', 'ground', 'ground+pop', 'ground+cf')]
+    assert list(dict.fromkeys(llm.method)) == ['pop', 'sasrec', 'biasmf', 'lightgcn', 'ncf', *methods]
+    assert (llm.n_users == 8).all() and llm[llm.metric == 'NDCG'].value.between(0, 1).all()
+    validity = llm[llm.metric == 'validity'].set_index('method').value
+    assert list(validity.index) == methods and validity['sft beam'] == 1.0 and validity.between(0, 1).all()
+    assert (llm[llm.metric == 'seconds_per_user'].value > 0).all()
+    assert 'Protocol: ml-100k | split loo/test | candidates full | K 5,10,20 | 8 users' in report
+    assert 'top-K lists only' in report and '## LLM recommenders' in report
+    gam = json.loads((run/'evaluate'/'llm.json').read_text())['gamma']
+    assert set(gam) == {'zero-shot ground+pop', 'zero-shot ground+cf', 'sft ground+pop', 'sft ground+cf'}
+    assert all(g['gamma'] in (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0) for g in gam.values())
     for m in ('sasrec', 'biasmf', 'lightgcn', 'ncf'):
         assert (run/'cf'/m/'weights.safetensors').exists() and (run/'cf'/m/'fit_info.json').exists(), m
     assert (run/'training.png').read_bytes()[:4] == b'\x89PNG'
@@ -45,7 +58,7 @@ def test_smoke_run_produces_report(tmp_path):
 def test_resume_after_kill(tmp_path):
     "Kill a run after its first stage; the same command resumes at the stage that did not finish"
     exe = BIN/'reclm-nb'
-    fast = ['--set', 'run.stages=[data,split,cf,evaluate]']  # the LLM stages resume on their own (tests/test_sft.py)
+    fast = ['--set', 'run.stages=[data,split,cf,evaluate]', '--set', 'eval.llm_models=[]']  # the LLM stages resume on their own (tests/test_sft.py)
     p = subprocess.Popen([str(exe), 'run', 'smoke', '--out', str(tmp_path), '--no-progress', *fast], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, start_new_session=True)
     done = tmp_path/'smoke'/'data'/'done.json'

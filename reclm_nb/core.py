@@ -291,7 +291,7 @@ def save_config(cfg:Config, path:str|Path)->Path:
     with atomic_write(path) as f: yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
     return Path(path)
 
-# %% ../nbs/00_core.ipynb #5170c2ff
+# %% ../nbs/00_core.ipynb #8f3ecdf1
 _CF_ALL = ['pop', 'sasrec', 'biasmf', 'lightgcn', 'ncf']
 _STAGES_ALL = ['data', 'split', 'cf', 'tasks', 'sft', 'evaluate']
 RECIPES = {
@@ -311,7 +311,7 @@ RECIPES = {
                                                    'lightgcn': {'max_seconds': 30}, 'ncf': {'max_seconds': 20}}},
               'tasks': {'train': {'bigrec_title': 1.0}, 'valid': ['bigrec_title'], 'test': ['bigrec_title'], 'epochs': 2},
               'llm': {'model': 'smollm2-135m-instruct'},
-              'sft': {'max_seconds': 180, 'eval_steps': 20, 'eval_examples': 32},
+              'sft': {'max_seconds': 180, 'batch_size': 4, 'grad_accum': 2, 'eval_steps': 10, 'eval_examples': 32},
               'eval': {'ks': [5, 10, 20], 'llm_models': ['zero-shot', 'sft'], 'llm_methods': ['beam', 'ground', 'ground+cf'],
                        'llm_users': 32, 'gamma_users': 32, 'max_new_tokens': 24}},
 }

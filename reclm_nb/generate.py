@@ -202,7 +202,7 @@ def constrained_beam_search_batch(model, tok,
         cache, logp = getattr(out, CACHE), out.logits[:, -1].float().log_softmax(-1)
     return [[(item, score) for score, item in f] for f in finished]
 
-# %% ../nbs/11_generate.ipynb #57fb1fcc
+# %% ../nbs/11_generate.ipynb #16998cbd
 def candidate_ids(tok, texts:list, context:str|None=None, eos_id:int|None=None)->list:
     "Token ids of each candidate answer as written after the prompt, plus the EOS token"
     eos = tok.eos_token_id if eos_id is None else eos_id
@@ -227,8 +227,10 @@ def score_candidates(model, tok,
     prompt_cache, first = getattr(out, CACHE), out.logits[0, -1].float().log_softmax(-1)
     n_prompt, pad = out.logits.shape[1], tok.pad_token_id or 0
     sums = np.zeros(len(cands)); lens = np.array([len(c) for c in cands])
+    order = np.argsort(lens, kind='stable')          # similar lengths share a batch: little padding
     for start in range(0, len(cands), batch_size):
-        chunk = cands[start:start + batch_size]; b, L = len(chunk), max(len(c) for c in chunk)
+        sel = order[start:start + batch_size]
+        chunk = [cands[i] for i in sel]; b, L = len(chunk), max(len(c) for c in chunk)
         ids = torch.tensor([c + [pad]*(L - len(c)) for c in chunk], device=dev)
         real = torch.tensor([[1]*len(c) + [0]*(L - len(c)) for c in chunk], device=dev)
         cache = copy.deepcopy(prompt_cache); cache.reorder_cache(torch.zeros(b, dtype=torch.long, device=dev))
@@ -236,7 +238,7 @@ def score_candidates(model, tok,
         logits = model(input_ids=ids[:, :-1], attention_mask=mask, use_cache=True, **{CACHE: cache}).logits.float()
         rest = logits.gather(-1, ids[:, 1:, None])[..., 0] - logits.logsumexp(-1)    # log-probs of tokens 2..L
         lp = torch.cat([first[ids[:, 0]][:, None], rest], 1) * real
-        sums[start:start + b] = lp.sum(1).double().cpu().numpy()
+        sums[sel] = lp.sum(1).double().cpu().numpy()
     return (sums, sums / lens) if mean else sums
 
 # %% ../nbs/11_generate.ipynb #8138c400
@@ -368,7 +370,7 @@ def _check_chat(conversations:list):
         if not isinstance(c, list) or not c or not all(isinstance(m, dict) and {'role', 'content'} <= set(m) for m in c):
             raise ValueError(f"conversation {i}: expected a non-empty list of {{'role', 'content'}} messages, got {str(c)[:80]!r}")
 
-# %% ../nbs/11_generate.ipynb #75f81db3
+# %% ../nbs/11_generate.ipynb #d038d5db
 class HFBackend(Backend):
     "A `transformers` model in this process"
     def __init__(self, model, tok, batch_size:int=8, name:str|None=None):
@@ -395,7 +397,7 @@ class HFBackend(Backend):
         return constrained_beam_search(self.model, self.tok, prompt, trie, num_beams, length_penalty=length_penalty, banned=banned)
     def beam_search_batch(self, prompts, trie, num_beams=20, length_penalty=1.0, banned=None):
         return constrained_beam_search_batch(self.model, self.tok, prompts, trie, num_beams, length_penalty=length_penalty, banned=banned)
-    def score(self, prompt, candidate_texts, batch_size:int=32):
+    def score(self, prompt, candidate_texts, batch_size:int=16):
         return score_candidates(self.model, self.tok, prompt, candidate_texts, batch_size=batch_size)
     def count_tokens(self, text:str)->int: return len(self.tok(text, add_special_tokens=False).input_ids)
 

@@ -41,9 +41,14 @@ def pipeline_notebook(src:str|Path)->nbformat.NotebookNode:
     nb.metadata['language_info'] = {'name': 'python'}
     return nb
 
-# %% ../nbs/16_pipeline.ipynb #9f271510
+# %% ../nbs/16_pipeline.ipynb #74162e93
 class StageFailed(RuntimeError):
     "A stage notebook raised; the executed notebook holds the traceback"
+
+def _children_peak_rss_mib()->float:
+    "Largest peak resident memory of any finished child process (the stage kernels), in MiB"
+    import resource
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 def run_recipe(recipe:str,              # recipe name or YAML path
                overrides:list=(),       # 'section.key=value' strings
@@ -86,9 +91,9 @@ def run_recipe(recipe:str,              # recipe name or YAML path
             except pm.PapermillExecutionError as e:
                 raise StageFailed(f'stage {s} failed in {nb_name}: {e.ename}: {e.evalue}\nexecuted notebook with the traceback: {dest}') from None
         if not stage_is_current(s, cfg, run): raise StageFailed(f'stage {s}: {nb_name} ran but did not mark the stage done ({run.root/s/"done.json"})')
-        logger.info(f'stage {s}: done in {time.time()-t0:.1f} s')
+        logger.info(f'stage {s}: done in {time.time()-t0:.1f} s; largest stage kernel so far peaked at {_children_peak_rss_mib():.0f} MiB RSS')
     report = write_report(run)
-    logger.info(f'run {cfg.run.name}: finished in {time.time()-t_all:.1f} s; report at {report}')
+    logger.info(f'run {cfg.run.name}: finished in {time.time()-t_all:.1f} s (largest stage kernel: {_children_peak_rss_mib():.0f} MiB peak RSS); report at {report}')
     return run.root
 
 # %% ../nbs/16_pipeline.ipynb #fba8fc2a

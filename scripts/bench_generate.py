@@ -5,7 +5,9 @@ Two measurements on ML-100K with the embedded SmolLM2-135M-Instruct (or `--model
 (last 10 titles of each test user, the run's system message):
 
 - **beam**: beam-20 decoding constrained to the catalogue (all 1682 quoted titles in a token trie ending in EOS).
-  Ours: `generate.constrained_beam_search` (the prompt encoded once, its KV cache shared by the beams). Naive:
+  Ours: `generate.constrained_beam_search_batch` as the evaluation runs it (`--batch-users` users per search,
+  each prompt encoded once and its KV cache shared by its beams, all live beams of all users in one forward pass
+  per step); the one-user `constrained_beam_search` is timed too, for the record. Naive:
   `model.generate(num_beams=20, prefix_allowed_tokens_fn=trie)`, transformers' own beam search with the same trie
   (`generate.hf_constrained_beam_search`). Both return catalogue items; the JSON records how many of the top-20
   agree and whether the best item is the same.
@@ -37,7 +39,8 @@ def main(argv=None):
     ap.add_argument('--naive-users', type=int, default=3, help='test users for the naive side (the first of ours)')
     ap.add_argument('--num-beams', type=int, default=20)
     ap.add_argument('--candidates', type=int, default=100)
-    ap.add_argument('--batch-size', type=int, default=50, help='candidates per forward pass (ours)')
+    ap.add_argument('--batch-size', type=int, default=16, help='candidates per forward pass (ours)')
+    ap.add_argument('--batch-users', type=int, default=8, help='users per batched beam search (ours)')
     ap.add_argument('--seed', type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(message)s')
@@ -49,8 +52,8 @@ def main(argv=None):
     from reclm_nb.tasks import unique_titles
     from reclm_nb.llm import load_model, chat_prompt
     from reclm_nb.llmrec import bigrec_messages
-    from reclm_nb.generate import (CatalogTrie, constrained_beam_search, hf_constrained_beam_search, score_candidates,
-                                   naive_candidate_scores)
+    from reclm_nb.generate import (CatalogTrie, constrained_beam_search, constrained_beam_search_batch, hf_constrained_beam_search,
+                                   score_candidates, naive_candidate_scores)
     torch.set_num_threads(args.threads)
     data = load_ml100k(); sp = leave_one_out(data, window=50)
     titles = unique_titles(data.items); titles = {i: titles[i] for i in sp.item_ids}
@@ -64,11 +67,16 @@ def main(argv=None):
     def timed(fn, *a, **k):
         t = time.perf_counter(); r = fn(*a, **k); return r, time.perf_counter() - t
     constrained_beam_search(model, tok, prompts[0], trie, num_beams=2)   # warm-up (allocations, kernels)
-    ours_b, naive_b = [], []
-    for j, p in enumerate(prompts):
-        ours_b.append(timed(constrained_beam_search, model, tok, p, trie, args.num_beams, length_penalty=1.0))
-        if j < args.naive_users: naive_b.append(timed(hf_constrained_beam_search, model, tok, p, trie, args.num_beams, length_penalty=1.0))
-        log.info(f'beam user {j}: ours {ours_b[-1][1]:.2f} s' + (f', naive {naive_b[-1][1]:.2f} s' if j < args.naive_users else ''))
+    ours_b, naive_b, single_b, same_b, batch_s = [], [], [], [], 0.0
+    for lo in range(0, len(prompts), args.batch_users):
+        res, t = timed(constrained_beam_search_batch, model, tok, prompts[lo:lo + args.batch_users], trie, args.num_beams, length_penalty=1.0)
+        ours_b += [(r, t/len(res)) for r in res]; batch_s += t
+        log.info(f'beam users {lo}..{lo + len(res) - 1} (batched): {t/len(res):.2f} s/user')
+    for j, p in enumerate(prompts[:args.naive_users]):
+        single_b.append(timed(constrained_beam_search, model, tok, p, trie, args.num_beams, length_penalty=1.0))
+        naive_b.append(timed(hf_constrained_beam_search, model, tok, p, trie, args.num_beams, length_penalty=1.0))
+        same_b.append([i for i, _ in single_b[-1][0]] == [i for i, _ in ours_b[j][0]])
+        log.info(f'beam user {j}: one-user search {single_b[-1][1]:.2f} s, naive {naive_b[-1][1]:.2f} s')
     agree = [len({i for i, _ in o[0]} & {i for i, _ in n[0]}) for o, n in zip(ours_b, naive_b)]
     same_top = [bool(o[0] and n[0] and o[0][0][0] == n[0][0][0]) for o, n in zip(ours_b, naive_b)]
     better = [bool(o[0] and n[0] and o[0][0][1] >= n[0][0][1] - 1e-4) for o, n in zip(ours_b, naive_b)]
@@ -92,6 +100,8 @@ def main(argv=None):
         'args': vars(args), 'catalogue': len(trie), 'trie_paths': len(trie.paths), 'trie_longest_tokens': trie.max_len,
         'trie_build_seconds': round(trie_s, 3), 'prompt_tokens_mean': mean([len(tok(p).input_ids) for p in prompts]),
         'beam': {'ours_seconds_per_user': mean([t for _, t in ours_b]), 'naive_seconds_per_user': mean([t for _, t in naive_b]),
+                 'ours_one_user_seconds_per_user': mean([t for _, t in single_b]), 'batch_users': args.batch_users,
+                 'batched_equals_one_user': same_b,
                  'ours_users': len(ours_b), 'naive_users': len(naive_b),
                  'top20_overlap_mean': mean(agree), 'same_top_item': same_top, 'ours_top_score_ge_naive': better},
         'score': {'ours_seconds_per_user': mean(ours_s), 'naive_seconds_per_user': mean(naive_s), 'candidates': args.candidates,

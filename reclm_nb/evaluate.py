@@ -250,7 +250,7 @@ def write_report(run:RunDir,            # a run folder with an `evaluate/` stage
     with atomic_write(run.root/'report.md') as f: f.write('\n'.join(lines))
     return run.root/'report.md'
 
-# %% ../nbs/15_evaluate.ipynb #a40cdb3b
+# %% ../nbs/15_evaluate.ipynb #e7357815
 LLM_METHODS = ('beam', 'ground', 'ground+pop', 'ground+cf')
 
 def llm_model_spec(cfg, run:RunDir, which:str)->str:
@@ -268,7 +268,7 @@ def llm_model_spec(cfg, run:RunDir, which:str)->str:
 def _backend_kwargs(cfg)->dict:
     e = cfg.eval
     if e.backend == 'hf': return dict(dtype=cfg.llm.dtype, device=cfg.llm.device, threads=cfg.run.threads, batch_size=e.llm_batch_size)
-    if e.backend == 'vllm': return dict(dtype=cfg.llm.dtype if cfg.llm.dtype != 'auto' else 'auto')
+    if e.backend == 'vllm': return dict(dtype=cfg.llm.dtype)
     return {}
 
 def evaluate_llms(cfg, run:RunDir, sp:Split, models:dict, add)->dict:

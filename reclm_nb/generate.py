@@ -337,7 +337,7 @@ def parse_title(text:str)->str:
     lines = parse_list(text)
     return lines[0] if lines else ''
 
-# %% ../nbs/11_generate.ipynb #a5a4b472
+# %% ../nbs/11_generate.ipynb #33d4530c
 class Backend:
     "The generation interface every backend implements (see the table above)"
     name = 'backend'
@@ -346,6 +346,7 @@ class Backend:
         raise NotImplementedError(f'{type(self).__name__} cannot complete prompts')
     def chat(self, conversations:list, max_new_tokens:int=64, temperature:float=0.0, stop:list|None=None, seed:int|None=None)->list:
         "The assistant's reply to each conversation (a list of `{'role', 'content'}` messages)"
+        _check_chat(conversations)
         return self.complete([self.chat_prompt(c) for c in conversations], max_new_tokens, temperature, stop, seed)
     def chat_prompt(self, messages:list)->str:
         "The prompt text of `messages` in the model's chat template"
@@ -370,7 +371,7 @@ def _check_chat(conversations:list):
         if not isinstance(c, list) or not c or not all(isinstance(m, dict) and {'role', 'content'} <= set(m) for m in c):
             raise ValueError(f"conversation {i}: expected a non-empty list of {{'role', 'content'}} messages, got {str(c)[:80]!r}")
 
-# %% ../nbs/11_generate.ipynb #d038d5db
+# %% ../nbs/11_generate.ipynb #f718c6be
 class HFBackend(Backend):
     "A `transformers` model in this process"
     def __init__(self, model, tok, batch_size:int=8, name:str|None=None):
@@ -386,9 +387,6 @@ class HFBackend(Backend):
         prompts = list(prompts)
         if not all(isinstance(p, str) for p in prompts): raise ValueError('complete: every prompt must be a string')
         return generate_texts(self.model, self.tok, prompts, max_new_tokens, self.batch_size, temperature=temperature, seed=seed, stop=stop)
-    def chat(self, conversations, max_new_tokens=64, temperature=0.0, stop=None, seed=None):
-        _check_chat(conversations)
-        return super().chat(conversations, max_new_tokens, temperature, stop, seed)
     def chat_prompt(self, messages):
         from reclm_nb.llm import chat_prompt
         return chat_prompt(self.tok, messages)
@@ -401,7 +399,7 @@ class HFBackend(Backend):
         return score_candidates(self.model, self.tok, prompt, candidate_texts, batch_size=batch_size)
     def count_tokens(self, text:str)->int: return len(self.tok(text, add_special_tokens=False).input_ids)
 
-# %% ../nbs/11_generate.ipynb #b988c6ce
+# %% ../nbs/11_generate.ipynb #46828b31
 class VLLMBackend(Backend):
     "A vLLM engine in this process (GPU)"
     def __init__(self, spec:str, dtype:str='auto', gpu_memory_utilization:float=0.85, tensor_parallel_size:int=1,
@@ -425,9 +423,6 @@ class VLLMBackend(Backend):
     def chat_prompt(self, messages):
         from reclm_nb.llm import chat_prompt
         return chat_prompt(self.tok, messages)
-    def chat(self, conversations, max_new_tokens=64, temperature=0.0, stop=None, seed=None):
-        _check_chat(conversations)
-        return super().chat(conversations, max_new_tokens, temperature, stop, seed)
     def trie(self, texts, prefix='', suffix='', **kw): return CatalogTrie(self.tok, texts, prefix, suffix, **kw)
     def _logprobs(self, prompt:str, conts:list)->list:
         "Per continuation (token ids), the list of its tokens' log-probs after `prompt`"

@@ -21,8 +21,8 @@ from .cf import Recommender, load_recommender
 
 # %% auto #0
 __all__ = ['FIELDS', 'KEEP_ALIVE', 'ENV_RUN', 'ENV_MODEL', 'ENV_MAX_BATCH', 'ENV_MAX_WAIT', 'WORKER_STARTUP', 'RequestError',
-           'TeacherRequest', 'known_categories', 'parse_request', 'answer_batch', 'Batcher', 'make_app', 'free_port',
-           'BackgroundServer', 'TeacherClient', 'load_teacher', 'serve']
+           'TeacherRequest', 'known_categories', 'parse_request', 'answer_batch', 'MicroBatcher', 'Batcher', 'make_app',
+           'free_port', 'BackgroundServer', 'TeacherClient', 'load_teacher', 'serve']
 
 # %% ../nbs/06_teacher.ipynb #316e2d06
 class RequestError(ValueError):
@@ -178,57 +178,61 @@ def answer_batch(model:Recommender, # the served model
             except Exception as e1: out.append(e1)
         return out
 
-# %% ../nbs/06_teacher.ipynb #8a3c61ad
-class Batcher:
-    "Gathers concurrent teacher requests into micro-batches answered by `answer_batch` on one worker thread"
-    def __init__(self, model:Recommender,  # the served model
-                 max_rows:int=256,          # most rows in one batch
-                 max_wait_ms:float=2.0,     # most ms a batch waits for requests still being read
-                 max_queue:int=10_000,      # most waiting requests before new ones get 503
+# %% ../nbs/06_teacher.ipynb #702b1024
+class MicroBatcher:
+    "Gathers concurrent requests (each with a size `n`) into micro-batches answered by `answer(requests)` on one worker thread"
+    def __init__(self, answer,                 # fn(list of requests) -> one result (or exception) per request
+                 max_size:int,                 # most request sizes summed into one batch
+                 max_wait_ms:float,            # most ms the first request of a batch waits for company
+                 max_queue:int=10_000,         # most waiting requests before new ones are refused
+                 name:str='reclm_nb_batcher',  # the worker thread's name
                 ):
-        self.model, self.max_rows, self.max_wait, self.max_queue = model, max_rows, max_wait_ms/1000, max_queue
-        self.stats = {'requests': 0, 'rows': 0, 'batches': 0, 'largest_batch': 0, 'bad_requests': 0, 'errors': 0}
-        self.arriving = 0  # requests being read and checked right now: worth waiting for
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix='reclm_nb_teacher')
+        self.answer, self.max_size, self.max_wait, self.max_queue = answer, max_size, max_wait_ms/1000, max_queue
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=name)
         self._loop = self._queue = self._task = None
         self._current = []  # the batch being gathered or computed
 
-    def start(self)->Batcher:
+    # what subclasses decide
+    def overloaded(self)->Exception: return RuntimeError('overloaded; retry later')
+    def stopping(self)->Exception: return RuntimeError('stopping; retry later')
+    def wait_more(self, jobs:list)->bool: return True   # may the batch keep waiting for more requests?
+    def record(self, jobs:list, n:int): pass            # statistics of one answered batch
+
+    def start(self):
         "Start the worker on the running event loop (again, if the loop changed or the worker stopped)"
         loop = asyncio.get_running_loop()
         if self._loop is not loop: self._loop, self._queue = loop, asyncio.Queue(self.max_queue)
         if self._task is None or self._task.done(): self._task = loop.create_task(self._work())
         return self
 
-    async def submit(self, req:TeacherRequest)->list:
-        "The answer to `req` (a list per user), computed in some batch"
+    async def submit(self, req):
+        "The answer to `req`, computed in some batch"
         self.start()
         fut = self._loop.create_future()
         try: self._queue.put_nowait((req, fut))
-        except asyncio.QueueFull: raise RequestError('queue', self._queue.qsize(), 'the teacher is overloaded; retry later', 503) from None
+        except asyncio.QueueFull: raise self.overloaded() from None
         return await fut
 
     async def _gather(self)->list:
         self._current = jobs = [await self._queue.get()]
-        rows, deadline = jobs[0][0].n, self._loop.time() + self.max_wait
-        while rows < self.max_rows:
+        n, deadline = jobs[0][0].n, self._loop.time() + self.max_wait
+        while n < self.max_size:
             if not self._queue.empty(): job = self._queue.get_nowait()
-            elif not self.arriving or any(r.immediately for r, _ in jobs) or deadline <= self._loop.time(): break
             else:
-                try: job = await asyncio.wait_for(self._queue.get(), deadline - self._loop.time())
+                left = deadline - self._loop.time()
+                if left <= 0 or not self.wait_more(jobs): break
+                try: job = await asyncio.wait_for(self._queue.get(), left)
                 except asyncio.TimeoutError: break
-            jobs.append(job); rows += job[0].n
+            jobs.append(job); n += job[0].n
         return [(r, f) for r, f in jobs if not f.done()]  # drop requests whose client gave up
 
     async def _work(self):
         while True:
             jobs = await self._gather()
             if not jobs: continue
-            try: results = await self._loop.run_in_executor(self._pool, answer_batch, self.model, [r for r, _ in jobs])
+            try: results = await self._loop.run_in_executor(self._pool, self.answer, [r for r, _ in jobs])
             except Exception as e: results = [e]*len(jobs)
-            n = sum(r.n for r, _ in jobs)
-            st = self.stats
-            st['requests'] += len(jobs); st['rows'] += n; st['batches'] += 1; st['largest_batch'] = max(st['largest_batch'], n)
+            self.record(jobs, sum(r.n for r, _ in jobs))
             for (r, fut), res in zip(jobs, results):
                 if fut.done(): continue
                 if isinstance(res, BaseException): fut.set_exception(res)
@@ -236,14 +240,33 @@ class Batcher:
             self._current = []
 
     async def close(self):
-        "Stop the worker; waiting requests fail with 503"
+        "Stop the worker; waiting requests fail with `stopping()`"
         if self._task is not None: self._task.cancel()
         waiting = list(self._current)
         while self._queue is not None and not self._queue.empty(): waiting.append(self._queue.get_nowait())
         for _, fut in waiting:
-            if not fut.done(): fut.set_exception(RequestError('server', 'shutting down', 'the teacher is stopping; retry later', 503))
+            if not fut.done(): fut.set_exception(self.stopping())
         self._current = []
         self._pool.shutdown(wait=False)
+
+class Batcher(MicroBatcher):
+    "Gathers concurrent teacher requests into micro-batches answered by `answer_batch` on one worker thread"
+    def __init__(self, model:Recommender,  # the served model
+                 max_rows:int=256,          # most rows in one batch
+                 max_wait_ms:float=2.0,     # most ms a batch waits for requests still being read
+                 max_queue:int=10_000,      # most waiting requests before new ones get 503
+                ):
+        super().__init__(lambda reqs: answer_batch(model, reqs), max_rows, max_wait_ms, max_queue, 'reclm_nb_teacher')
+        self.model, self.max_rows = model, max_rows
+        self.stats = {'requests': 0, 'rows': 0, 'batches': 0, 'largest_batch': 0, 'bad_requests': 0, 'errors': 0}
+        self.arriving = 0  # requests being read and checked right now: worth waiting for
+
+    def overloaded(self): return RequestError('queue', self._queue.qsize(), 'the teacher is overloaded; retry later', 503)
+    def stopping(self): return RequestError('server', 'shutting down', 'the teacher is stopping; retry later', 503)
+    def wait_more(self, jobs): return bool(self.arriving) and not any(r.immediately for r, _ in jobs)
+    def record(self, jobs, n):
+        st = self.stats
+        st['requests'] += len(jobs); st['rows'] += n; st['batches'] += 1; st['largest_batch'] = max(st['largest_batch'], n)
 
 # %% ../nbs/06_teacher.ipynb #e0c12799
 def make_app(model:Recommender,      # the teacher: any trained recommender

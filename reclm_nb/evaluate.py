@@ -166,7 +166,7 @@ def plot_results(results:pd.DataFrame, # tidy rows
     plt.close(fig)
     return Path(path)
 
-# %% ../nbs/15_evaluate.ipynb #4bdb5611
+# %% ../nbs/15_evaluate.ipynb #10c20f7b
 def plot_training(run:RunDir,   # a run folder with trained models under `cf/`
                   path:str|Path, # PNG to write
                  )->Path|None:
@@ -220,7 +220,7 @@ def _llm_section(path:Path)->list:
     out = ['## LLM recommenders', '', f"Model `{info['llm_model']}` on the `{info['backend']}` backend, evaluated on a seeded subset of "
            f"{info['llm_users']} test users (the table above with the user count; the collaborative models are re-evaluated on the "
            "same users). `zero-shot` is the model as shipped, `sft` the run's fine-tuned model. `beam`: constrained beam search over "
-           "the catalogue; `ground`: greedy generation grounded by embedding distance; `+cf`/`+pop`: grounding re-weighted by a prior. "
+           "the catalogue (the model's log-probs); `beam-trie`: the same, ranking items by their probability under the catalogue trie; `ground`: greedy generation grounded by embedding distance; `+cf`/`+pop`: grounding re-weighted by a prior. "
            "validity: share of answers that named a real item.", '']
     for label, g in info.get('gamma', {}).items():
         tried = ', '.join(f"{r['gamma']:g}: {r['NDCG@10']:.4f}" for r in g['by_gamma'])
@@ -250,8 +250,8 @@ def write_report(run:RunDir,            # a run folder with an `evaluate/` stage
     with atomic_write(run.root/'report.md') as f: f.write('\n'.join(lines))
     return run.root/'report.md'
 
-# %% ../nbs/15_evaluate.ipynb #e7357815
-LLM_METHODS = ('beam', 'ground', 'ground+pop', 'ground+cf')
+# %% ../nbs/15_evaluate.ipynb #4c320562
+LLM_METHODS = ('beam', 'beam-trie', 'ground', 'ground+pop', 'ground+cf')
 
 def llm_model_spec(cfg, run:RunDir, which:str)->str:
     "The model spec of an `eval.llm_models` entry: 'zero-shot' (llm.model), 'sft' (the run's merged model, trained first if needed) or a spec"
@@ -288,7 +288,7 @@ def evaluate_llms(cfg, run:RunDir, sp:Split, models:dict, add)->dict:
     titles_all = unique_titles(load_run_data(run).items)
     titles = {i: titles_all[i] for i in sp.item_ids}
     cands = cfg.split.candidates
-    methods = list(e.llm_methods) if cands == 'full' else ['score']   # sampled:N -> every method ranks the candidates by likelihood
+    methods = list(e.llm_methods) if cands == 'full' else ['score'] + ['score-trie']*('beam-trie' in e.llm_methods)  # sampled:N: rank by likelihood
     for name, model in models.items():   # the comparison table: the cf models on the LLMs' users
         add(evaluate(model, sp, part, e.ks, cands, e.llm_users, e.seed, method=name, progress=False))
     grounder = None
@@ -302,7 +302,8 @@ def evaluate_llms(cfg, run:RunDir, sp:Split, models:dict, add)->dict:
             label = f'{which} {meth}'
             prior = {'ground+pop': 'pop', 'ground+cf': models.get(e.prior_model)}.get(meth)
             rec = LLMRecommender(backend, titles, 'ground' if meth.startswith('ground') else 'beam', grounder, prior,
-                                 num_beams=e.num_beams, length_penalty=e.length_penalty, history_len=cfg.tasks.history_len,
+                                 num_beams=e.num_beams, normalize='trie' if meth.endswith('-trie') else 'vocab',
+                                 length_penalty=0.0 if meth.endswith('-trie') else e.length_penalty, history_len=cfg.tasks.history_len,
                                  system_prompt=cfg.llm.system_prompt, max_new_tokens=e.max_new_tokens,
                                  batch_size=e.llm_batch_size, name=label)
             if meth.startswith('ground'):

@@ -1,23 +1,25 @@
 #!/usr/bin/env python
 """Benchmark LLM decoding for recommendation: seconds per user, ours vs the naive baseline, same model, same run.
 
-Two measurements on ML-100K with the embedded SmolLM2-135M-Instruct (or `--model`), BIGRec's canonical prompt
-(last 10 titles of each test user, the run's system message):
+Two tasks on ML-100K with the embedded SmolLM2-135M-Instruct (or `--model`), BIGRec's canonical prompt (last 10
+titles of each test user, the run's system message), each under both normalisations of `reclm_nb.generate`:
+`vocab` (the model's own log-probs) and `trie` (each branching step renormalised over the catalogue trie).
 
-- **beam**: beam-20 decoding constrained to the catalogue (all 1682 quoted titles in a token trie ending in EOS).
-  Ours: `generate.constrained_beam_search_batch` as the evaluation runs it (`--batch-users` users per search,
-  each prompt encoded once and its KV cache shared by its beams, all live beams of all users in one forward pass
-  per step); the one-user `constrained_beam_search` is timed too, for the record. Naive:
-  `model.generate(num_beams=20, prefix_allowed_tokens_fn=trie)`, transformers' own beam search with the same trie
-  (`generate.hf_constrained_beam_search`). Both return catalogue items; the JSON records how many of the top-20
-  agree and whether the best item is the same.
-- **score**: log-likelihood of 100 candidate titles per user (the target and 99 seeded random items).
-  Ours: `generate.score_candidates` (prompt encoded once, its cache copied to batches of candidates). Naive: one
-  full forward pass over prompt + candidate per candidate (`generate.naive_candidate_scores`). The JSON records
-  the largest absolute difference between the two score vectors.
+- **beam**: beam-20 decoding constrained to the catalogue (all 1682 quoted titles in a token trie ending in EOS),
+  `--length-penalty` 0 (summed log-probs, as the evaluation runs it). Ours: `constrained_beam_search_batch`
+  (`--batch-users` users per search on one tree-shaped KV cache). The one-user search is timed on the naive
+  users too, and must return the same items. Naive: `model.generate(num_beams=20,
+  prefix_allowed_tokens_fn=trie)`, transformers' own beam search with the same trie (`renormalize_logits=True`
+  for `trie`), via `generate.hf_constrained_beam_search`. The JSON records how many of the top-20 agree and
+  whether the best item is the same.
+- **score**: 100 candidate titles per user (the target and 99 seeded random items). Ours:
+  `score_candidates_batch` (`--batch-users` users per call, every candidate prefix fed once on the tree cache;
+  `trie` normalises over the whole catalogue). Naive: one full forward pass over prompt + candidate per
+  candidate (`generate.naive_candidate_scores`). The JSON records the largest absolute difference between the
+  two score vectors.
 
 The naive sides are slow, so they run on the first `--naive-users` users only; seconds per user are averaged over
-the users each side ran. Targets (CPU): ours at most 1 s/user for each.
+the users each side ran. Targets (CPU): ours at most 1 s/user for each task.
 
     python scripts/bench_generate.py --out bench_generate.json --threads 2
 """
@@ -39,8 +41,8 @@ def main(argv=None):
     ap.add_argument('--naive-users', type=int, default=3, help='test users for the naive side (the first of ours)')
     ap.add_argument('--num-beams', type=int, default=20)
     ap.add_argument('--candidates', type=int, default=100)
-    ap.add_argument('--batch-size', type=int, default=16, help='candidates per forward pass (ours)')
-    ap.add_argument('--batch-users', type=int, default=8, help='users per batched beam search (ours)')
+    ap.add_argument('--length-penalty', type=float, default=0.0, help="beam score = sum / length**lp ('vocab' only)")
+    ap.add_argument('--batch-users', type=int, default=8, help='users per batched beam search and scoring call (ours)')
     ap.add_argument('--seed', type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(message)s')
@@ -53,7 +55,7 @@ def main(argv=None):
     from reclm_nb.llm import load_model, chat_prompt
     from reclm_nb.llmrec import bigrec_messages
     from reclm_nb.generate import (CatalogTrie, constrained_beam_search, constrained_beam_search_batch, hf_constrained_beam_search,
-                                   score_candidates, naive_candidate_scores)
+                                   score_candidates_batch, naive_candidate_scores, NORMALIZE)
     torch.set_num_threads(args.threads)
     data = load_ml100k(); sp = leave_one_out(data, window=50)
     titles = unique_titles(data.items); titles = {i: titles[i] for i in sp.item_ids}
@@ -66,58 +68,64 @@ def main(argv=None):
 
     def timed(fn, *a, **k):
         t = time.perf_counter(); r = fn(*a, **k); return r, time.perf_counter() - t
+    mean = lambda xs: float(np.mean(xs)) if xs else None
     constrained_beam_search(model, tok, prompts[0], trie, num_beams=2)   # warm-up (allocations, kernels)
-    ours_b, naive_b, single_b, same_b, batch_s = [], [], [], [], 0.0
-    for lo in range(0, len(prompts), args.batch_users):
-        res, t = timed(constrained_beam_search_batch, model, tok, prompts[lo:lo + args.batch_users], trie, args.num_beams, length_penalty=1.0)
-        ours_b += [(r, t/len(res)) for r in res]; batch_s += t
-        log.info(f'beam users {lo}..{lo + len(res) - 1} (batched): {t/len(res):.2f} s/user')
-    for j, p in enumerate(prompts[:args.naive_users]):
-        single_b.append(timed(constrained_beam_search, model, tok, p, trie, args.num_beams, length_penalty=1.0))
-        naive_b.append(timed(hf_constrained_beam_search, model, tok, p, trie, args.num_beams, length_penalty=1.0))
-        same_b.append([i for i, _ in single_b[-1][0]] == [i for i, _ in ours_b[j][0]])
-        log.info(f'beam user {j}: one-user search {single_b[-1][1]:.2f} s, naive {naive_b[-1][1]:.2f} s')
-    agree = [len({i for i, _ in o[0]} & {i for i, _ in n[0]}) for o, n in zip(ours_b, naive_b)]
-    same_top = [bool(o[0] and n[0] and o[0][0][0] == n[0][0][0]) for o, n in zip(ours_b, naive_b)]
-    better = [bool(o[0] and n[0] and o[0][0][1] >= n[0][0][1] - 1e-4) for o, n in zip(ours_b, naive_b)]
-
-    ours_s, naive_s, diffs = [], [], []
-    for j, u in enumerate(users):
+    cand_lists = []
+    for u in users:
         target = sp.test.targets[u][0]
         pool = [i for i in sp.item_ids if i != target]
         cands = [target] + [pool[x] for x in rng.choice(len(pool), args.candidates - 1, replace=False)]
-        texts = [f'"{titles[c]}"' for c in cands]
-        s, t = timed(score_candidates, model, tok, prompts[j], texts, batch_size=args.batch_size); ours_s.append(t)
-        if j < args.naive_users:
-            r, t = timed(naive_candidate_scores, model, tok, prompts[j], texts); naive_s.append(t)
-            diffs.append(float(np.abs(np.asarray(s) - r).max()))
-        log.info(f'score user {j}: ours {ours_s[-1]:.2f} s' + (f', naive {naive_s[-1]:.2f} s' if j < args.naive_users else ''))
-
-    mean = lambda xs: float(np.mean(xs)) if xs else None
+        cand_lists.append([f'"{titles[c]}"' for c in cands])
     res = {
         'machine': {'cpu_count': __import__('os').cpu_count(), 'platform': platform.platform(), 'torch': torch.__version__,
                     'threads': args.threads, 'dtype': str(next(model.parameters()).dtype)},
         'args': vars(args), 'catalogue': len(trie), 'trie_paths': len(trie.paths), 'trie_longest_tokens': trie.max_len,
         'trie_build_seconds': round(trie_s, 3), 'prompt_tokens_mean': mean([len(tok(p).input_ids) for p in prompts]),
-        'beam': {'ours_seconds_per_user': mean([t for _, t in ours_b]), 'naive_seconds_per_user': mean([t for _, t in naive_b]),
-                 'ours_one_user_seconds_per_user': mean([t for _, t in single_b]), 'batch_users': args.batch_users,
-                 'batched_equals_one_user': same_b,
-                 'ours_users': len(ours_b), 'naive_users': len(naive_b),
-                 'top20_overlap_mean': mean(agree), 'same_top_item': same_top, 'ours_top_score_ge_naive': better},
-        'score': {'ours_seconds_per_user': mean(ours_s), 'naive_seconds_per_user': mean(naive_s), 'candidates': args.candidates,
-                  'ours_users': len(ours_s), 'naive_users': len(naive_s), 'max_abs_score_diff': max(diffs) if diffs else None},
-        'target_seconds_per_user': TARGET_SECONDS_PER_USER,
+        'beam': {}, 'score': {}, 'target_seconds_per_user': TARGET_SECONDS_PER_USER,
     }
-    for k in ('beam', 'score'):
-        r = res[k]
-        r['speedup'] = round(r['naive_seconds_per_user']/r['ours_seconds_per_user'], 2) if r['naive_seconds_per_user'] else None
-        r['target_met'] = r['ours_seconds_per_user'] <= TARGET_SECONDS_PER_USER
+    for norm in NORMALIZE:
+        lp = args.length_penalty if norm == 'vocab' else 0.0
+        ours_b, naive_b, single_b, same_b = [], [], [], []
+        for lo in range(0, len(prompts), args.batch_users):
+            r, t = timed(constrained_beam_search_batch, model, tok, prompts[lo:lo + args.batch_users], trie, args.num_beams,
+                         length_penalty=lp, normalize=norm)
+            ours_b += [(x, t/len(r)) for x in r]
+            log.info(f'beam {norm} users {lo}..{lo + len(r) - 1} (batched): {t/len(r):.2f} s/user')
+        for j, p in enumerate(prompts[:args.naive_users]):
+            single_b.append(timed(constrained_beam_search, model, tok, p, trie, args.num_beams, length_penalty=lp, normalize=norm))
+            naive_b.append(timed(hf_constrained_beam_search, model, tok, p, trie, args.num_beams, length_penalty=lp, normalize=norm))
+            same_b.append([i for i, _ in single_b[-1][0]] == [i for i, _ in ours_b[j][0]])
+            log.info(f'beam {norm} user {j}: one-user search {single_b[-1][1]:.2f} s, naive {naive_b[-1][1]:.2f} s')
+        res['beam'][norm] = {
+            'length_penalty': lp, 'ours_seconds_per_user': mean([t for _, t in ours_b]), 'naive_seconds_per_user': mean([t for _, t in naive_b]),
+            'ours_one_user_seconds_per_user': mean([t for _, t in single_b]), 'batch_users': args.batch_users,
+            'batched_equals_one_user': same_b, 'ours_users': len(ours_b), 'naive_users': len(naive_b),
+            'top20_overlap_mean': mean([len({i for i, _ in o[0]} & {i for i, _ in n[0]}) for o, n in zip(ours_b, naive_b)]),
+            'same_top_item': [bool(o[0] and n[0] and o[0][0][0] == n[0][0][0]) for o, n in zip(ours_b, naive_b)],
+            'ours_top_score_ge_naive': [bool(o[0] and n[0] and o[0][0][1] >= n[0][0][1] - 1e-4) for o, n in zip(ours_b, naive_b)]}
+        ours_s, naive_s, diffs, scores = [], [], [], []
+        kw = dict(normalize=norm, trie=trie if norm == 'trie' else None)
+        for lo in range(0, len(prompts), args.batch_users):
+            s, t = timed(score_candidates_batch, model, tok, prompts[lo:lo + args.batch_users], cand_lists[lo:lo + args.batch_users], **kw)
+            scores += s; ours_s += [t/len(s)]*len(s)
+            log.info(f'score {norm} users {lo}..{lo + len(s) - 1} (batched): {t/len(s):.2f} s/user')
+        for j in range(min(args.naive_users, len(prompts))):
+            r, t = timed(naive_candidate_scores, model, tok, prompts[j], cand_lists[j], **kw); naive_s.append(t)
+            diffs.append(float(np.abs(np.asarray(scores[j]) - r).max()))
+            log.info(f'score {norm} user {j}: naive {t:.2f} s')
+        res['score'][norm] = {'ours_seconds_per_user': mean(ours_s), 'naive_seconds_per_user': mean(naive_s), 'candidates': args.candidates,
+                              'batch_users': args.batch_users, 'ours_users': len(ours_s), 'naive_users': len(naive_s),
+                              'max_abs_score_diff': max(diffs) if diffs else None}
+        for k in ('beam', 'score'):
+            r = res[k][norm]
+            r['speedup'] = round(r['naive_seconds_per_user']/r['ours_seconds_per_user'], 2) if r['naive_seconds_per_user'] else None
+            r['target_met'] = r['ours_seconds_per_user'] <= TARGET_SECONDS_PER_USER
     save_json(res, args.out)
-    print(f"{'':6} {'ours s/user':>12} {'naive s/user':>13} {'speedup':>8}  target (<= {TARGET_SECONDS_PER_USER} s/user)")
+    print(f"{'task':12} {'ours s/user':>12} {'naive s/user':>13} {'speedup':>8}  target (<= {TARGET_SECONDS_PER_USER} s/user)")
     for k in ('beam', 'score'):
-        r = res[k]
-        print(f"{k:6} {r['ours_seconds_per_user']:12.3f} {r['naive_seconds_per_user'] or float('nan'):13.3f} {r['speedup'] or float('nan'):7.1f}x  "
-              f"{'met' if r['target_met'] else 'NOT met'}")
+        for norm, r in res[k].items():
+            print(f"{k + ' ' + norm:12} {r['ours_seconds_per_user']:12.3f} {r['naive_seconds_per_user'] or float('nan'):13.3f} "
+                  f"{r['speedup'] or float('nan'):7.1f}x  {'met' if r['target_met'] else 'NOT met'}")
     print(f'written: {args.out}')
     return res
 

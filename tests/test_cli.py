@@ -28,11 +28,11 @@ def test_smoke_run_produces_report(tmp_path):
     assert 0 < test10['pop'] < 1 and test10.between(0, 1).all()
     # the LLM comparison: the cf models again and every LLM x method, on the same seeded 8 test users
     llm = res[res.table == 'loo/test (8 users)']
-    methods = [f'{w} {m}' for w in ('zero-shot', 'sft') for m in ('beam', 'ground', 'ground+pop', 'ground+cf')]
+    methods = [f'{w} {m}' for w in ('zero-shot', 'sft') for m in ('beam', 'beam-trie', 'ground', 'ground+pop', 'ground+cf')]
     assert list(dict.fromkeys(llm.method)) == ['pop', 'sasrec', 'biasmf', 'lightgcn', 'ncf', *methods]
     assert (llm.n_users == 8).all() and llm[llm.metric == 'NDCG'].value.between(0, 1).all()
     validity = llm[llm.metric == 'validity'].set_index('method').value
-    assert list(validity.index) == methods and validity['sft beam'] == 1.0 and validity.between(0, 1).all()
+    assert list(validity.index) == methods and validity['sft beam'] == validity['sft beam-trie'] == 1.0 and validity.between(0, 1).all()
     assert (llm[llm.metric == 'seconds_per_user'].value > 0).all()
     assert 'Protocol: ml-100k | split loo/test | candidates full | K 5,10,20 | 8 users' in report
     assert 'top-K lists only' in report and '## LLM recommenders' in report
@@ -94,3 +94,18 @@ def test_recipe_show_round_trips(tmp_path):
     r = cli('run', str(y), '--out', str(tmp_path), '--no-progress')
     assert r.returncode == 0, r.stderr[-3000:]
     assert '| 30 users' in (tmp_path/'mine'/'report.md').read_text()
+
+def test_sampled_protocol_scores_llm_candidates(tmp_path):
+    "Under sampled:N every LLM re-ranks each user's candidates by likelihood, under both normalisations"
+    r = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', '--set', 'run.stages=[data,split,cf,evaluate]',
+            '--set', 'split.candidates=sampled:19', '--set', 'cf.models=[pop]', '--set', 'eval.llm_models=[zero-shot]',
+            '--set', 'eval.llm_methods=[beam,beam-trie]', '--set', 'eval.llm_users=4')
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = pd.read_parquet(tmp_path/'smoke'/'evaluate'/'results.parquet')
+    llm = res[res.table == 'loo/test (4 users)']
+    assert list(dict.fromkeys(llm.method)) == ['pop', 'zero-shot score', 'zero-shot score-trie']
+    assert (llm.candidates == 'sampled:19').all() and (llm.n_users == 4).all()
+    assert llm[llm.metric == 'HR'].value.between(0, 1).all()
+    hr20 = llm[(llm.metric == 'HR') & (llm.k == 20)].set_index('method').value
+    assert (hr20 == 1.0).all()   # the target and 19 negatives, K=20: every ranking holds the target
+    assert 'candidates sampled:19' in (tmp_path/'smoke'/'report.md').read_text()

@@ -117,7 +117,7 @@ def _json_default(o):
     if is_dataclass(o): return asdict(o)
     raise TypeError(f'cannot write {type(o).__name__} as JSON')
 
-# %% ../nbs/00_core.ipynb #08aa9650
+# %% ../nbs/00_core.ipynb #c9edf03d
 @dataclass
 class RunCfg:
     "Run-level settings"
@@ -164,7 +164,7 @@ class EvalCfg:
     max_users: int|None = None     # evaluate a seeded subset of users (recorded in the protocol)
     seed: int = 0
     llm_models: list = field(default_factory=list)  # LLM recommenders: 'zero-shot' (llm.model), 'sft' (the run's model), or model specs
-    llm_methods: list = field(default_factory=lambda: ['beam', 'beam-trie', 'ground', 'ground+cf'])  # beam | beam-trie | ground | ground+pop | ground+cf
+    llm_methods: list = field(default_factory=lambda: ['beam', 'ground', 'ground+cf'])  # beam | beam-trie | ground | ground+pop | ground+cf
     llm_users: int|None = 64       # seeded test users for the LLM comparison (cf models re-evaluated on the same users)
     gamma_users: int = 64          # validation users for choosing the grounding prior's gamma
     gammas: list = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
@@ -291,7 +291,7 @@ def save_config(cfg:Config, path:str|Path)->Path:
     with atomic_write(path) as f: yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
     return Path(path)
 
-# %% ../nbs/00_core.ipynb #eb7c96b2
+# %% ../nbs/00_core.ipynb #34db5fc5
 _CF_ALL = ['pop', 'sasrec', 'biasmf', 'lightgcn', 'ncf']
 _STAGES_ALL = ['data', 'split', 'cf', 'tasks', 'sft', 'evaluate']
 RECIPES = {
@@ -312,7 +312,7 @@ RECIPES = {
               'tasks': {'train': {'bigrec_title': 1.0}, 'valid': ['bigrec_title'], 'test': ['bigrec_title'], 'epochs': 2},
               'llm': {'model': 'smollm2-135m-instruct'},
               'sft': {'max_seconds': 180, 'batch_size': 4, 'grad_accum': 2, 'eval_steps': 10, 'eval_examples': 32},
-              'eval': {'ks': [5, 10, 20], 'llm_models': ['zero-shot', 'sft'], 'llm_methods': ['beam', 'beam-trie', 'ground', 'ground+cf'],
+              'eval': {'ks': [5, 10, 20], 'llm_models': ['zero-shot', 'sft'], 'llm_methods': ['beam', 'ground', 'ground+cf'],
                        'llm_users': 32, 'gamma_users': 32, 'max_new_tokens': 24}},
 }
 

@@ -250,7 +250,7 @@ def write_report(run:RunDir,            # a run folder with an `evaluate/` stage
     with atomic_write(run.root/'report.md') as f: f.write('\n'.join(lines))
     return run.root/'report.md'
 
-# %% ../nbs/15_evaluate.ipynb #4c320562
+# %% ../nbs/15_evaluate.ipynb #e9925630
 LLM_METHODS = ('beam', 'beam-trie', 'ground', 'ground+pop', 'ground+cf')
 
 def llm_model_spec(cfg, run:RunDir, which:str)->str:
@@ -301,9 +301,10 @@ def evaluate_llms(cfg, run:RunDir, sp:Split, models:dict, add)->dict:
         for meth in methods:
             label = f'{which} {meth}'
             prior = {'ground+pop': 'pop', 'ground+cf': models.get(e.prior_model)}.get(meth)
+            trie = meth.endswith('-trie')   # beam-trie / score-trie: probabilities under the catalogue trie (length penalty 0)
             rec = LLMRecommender(backend, titles, 'ground' if meth.startswith('ground') else 'beam', grounder, prior,
-                                 num_beams=e.num_beams, normalize='trie' if meth.endswith('-trie') else 'vocab',
-                                 length_penalty=0.0 if meth.endswith('-trie') else e.length_penalty, history_len=cfg.tasks.history_len,
+                                 num_beams=e.num_beams, normalize='trie' if trie else 'vocab',
+                                 length_penalty=0.0 if trie else e.length_penalty, history_len=cfg.tasks.history_len,
                                  system_prompt=cfg.llm.system_prompt, max_new_tokens=e.max_new_tokens,
                                  batch_size=e.llm_batch_size, name=label)
             if meth.startswith('ground'):

@@ -34,7 +34,15 @@ def continuation_ids(tok, text:str,
                          'context + text do not start with the tokens of the context')
     return full[len(c):]
 
-# %% ../nbs/11_generate.ipynb #1cd6ce07
+# %% ../nbs/11_generate.ipynb #90904ad5
+def _path_trie(paths)->dict:
+    "A nested-dict trie (token -> child) over token paths"
+    root = {}
+    for p in paths:
+        node = root
+        for t in p: node = node.setdefault(t, {})
+    return root
+
 class CatalogTrie:
     "A token-prefix trie over the catalogue's answer texts, each path ending with the EOS token"
     def __init__(self, tok,
@@ -49,7 +57,7 @@ class CatalogTrie:
         if not texts: raise ValueError('CatalogTrie: the catalogue is empty (no item texts given)')
         self.eos_id = tok.eos_token_id if eos_id is None else int(eos_id)
         if self.eos_id is None: raise ValueError('CatalogTrie: the tokenizer has no EOS token; pass eos_id')
-        self.prefix, self.suffix, self.root, self.paths = prefix, suffix, {}, {}
+        self.prefix, self.suffix, self.paths = prefix, suffix, {}
         for item, text in texts.items():
             if not str(text).strip() or not continuation_ids(tok, str(text), context):
                 raise ValueError(f'item {item!r}: its text {text!r} tokenises to no tokens; every item needs a non-empty text')
@@ -61,8 +69,7 @@ class CatalogTrie:
                                      "make their texts unique (e.g. `unique_titles`) or pass duplicates='keep'")
                 self.paths[ids].append(str(item)); continue
             self.paths[ids] = [str(item)]
-            node = self.root
-            for t in ids: node = node.setdefault(t, {})
+        self.root = _path_trie(self.paths)
         self.max_len = max(len(p) for p in self.paths)
 
     def node(self, prefix_ids)->dict|None:
@@ -287,7 +294,7 @@ def constrained_beam_search(model, tok, prompt_text:str, trie:CatalogTrie, num_b
     return constrained_beam_search_batch(model, tok, [prompt_text], trie, num_beams, max_new_tokens, length_penalty,
                                          [banned], normalize)[0]
 
-# %% ../nbs/11_generate.ipynb #fc4621bc
+# %% ../nbs/11_generate.ipynb #615d1f3f
 def candidate_ids(tok, texts:list, context:str|None=None, eos_id:int|None=None)->list:
     "Token ids of each candidate answer as written after the prompt, plus the EOS token"
     eos = tok.eos_token_id if eos_id is None else eos_id
@@ -296,21 +303,14 @@ def candidate_ids(tok, texts:list, context:str|None=None, eos_id:int|None=None)-
     if empty: raise ValueError(f'{len(empty)} candidate(s) tokenise to no tokens, e.g. {empty[0]!r}')
     return out
 
-def _path_trie(paths:list)->dict:
-    root = {}
-    for p in paths:
-        node = root
-        for t in p: node = node.setdefault(t, {})
-    return root
-
 def _branch_points(root:dict, ids:list, text:str)->list:
-    "Positions along `ids` where the trie offers more than one token"
-    node, ks = root, []
+    "`(position, node)` along `ids` wherever the trie offers more than one token"
+    node, out = root, []
     for k, t in enumerate(ids):
         if t not in node: raise ValueError(f'candidate {text!r} is not in the trie (its token {k} is not allowed there)')
-        if len(node) > 1: ks.append(k)
+        if len(node) > 1: out.append((k, node))
         node = node[t]
-    return ks
+    return out
 
 @torch.no_grad()
 def score_candidates_batch(model, tok,
@@ -329,31 +329,29 @@ def score_candidates_batch(model, tok,
     if not prompts: return []
     B = len(prompts)
     cands = [candidate_ids(tok, cs, context, trie.eos_id if trie is not None and eos_id is None else eos_id) for cs in candidate_texts]
-    plans = []                                   # per prompt: (normalising trie, {prefix: tokens read there}, prefixes to feed)
+    wants, feeds, reads = [], [], []   # per prompt: {prefix: (normalising node or None, tokens read there)}, prefixes to feed, positions read
     for cs, texts in zip(cands, candidate_texts):
-        root = (trie.root if trie is not None else _path_trie(cs)) if normalize == 'trie' else None
-        need = [_branch_points(root, c, t) for c, t in zip(cs, texts)] if root is not None else [range(len(c)) for c in cs]
+        if normalize == 'trie':
+            root = trie.root if trie is not None else _path_trie(cs)
+            points = [_branch_points(root, c, t) for c, t in zip(cs, texts)]
+        else: points = [[(k, None) for k in range(len(c))] for c in cs]
         want = {}
-        for c, ks in zip(cs, need):
-            for k in ks: want.setdefault(tuple(c[:k]), set()).add(c[k])
-        feed = sorted({tuple(c[:k]) for c, ks in zip(cs, need) for k in range(1, max(ks, default=0) + 1)}, key=len)
-        plans.append((root, want, feed, need))
+        for c, pts in zip(cs, points):
+            for k, node in pts: want.setdefault(tuple(c[:k]), (node, set()))[1].add(c[k])
+        feed = sorted({tuple(c[:k]) for c, pts in zip(cs, points) for k in range(1, max((k for k, _ in pts), default=0) + 1)}, key=len)
+        wants.append(want); feeds.append(feed); reads.append([[k for k, _ in pts] for pts in points])
     tc = TreeCache(model, tok, [prompt_ids(tok, p) for p in prompts])
     lp = [{} for _ in range(B)]                  # per prompt: (prefix, token) -> log-prob
     def read(u, prefix, row):
-        root, want = plans[u][:2]
-        toks = sorted(want[prefix])
-        if root is None: norm = row.logsumexp(-1)
-        else:
-            node = root
-            for t in prefix: node = node[t]
-            norm = row[list(node)].logsumexp(-1)
+        node, toks = wants[u][prefix]
+        toks = sorted(toks)
+        norm = row.logsumexp(-1) if node is None else row[list(node)].logsumexp(-1)
         lp[u].update(zip(((prefix, t) for t in toks), (row[toks] - norm).double().cpu().tolist()))
     for u in range(B):
-        if () in plans[u][1]: read(u, (), tc.last[u])
+        if () in wants[u]: read(u, (), tc.last[u])
     slot, at, width = [{(): -1} for _ in range(B)], [0]*B, max(1, chunk_tokens // B)
-    while any(at[u] < len(plans[u][2]) for u in range(B)):
-        parts = [plans[u][2][at[u]:at[u] + width] for u in range(B)]
+    while any(at[u] < len(feeds[u]) for u in range(B)):
+        parts = [feeds[u][at[u]:at[u] + width] for u in range(B)]
         at = [a + len(p) for a, p in zip(at, parts)]
         n, s0 = max(map(len, parts)), tc.slots
         toks, par, dep = np.full((B, n), tc.pad), np.full((B, n), -1), np.zeros((B, n), dtype=np.int64)
@@ -361,14 +359,14 @@ def score_candidates_batch(model, tok,
             for k, p in enumerate(part):
                 toks[u, k], par[u, k], dep[u, k] = p[-1], slot[u][p[:-1]], len(p) - 1
                 slot[u][p] = s0 + k
-        keep = sorted({k for u, part in enumerate(parts) for k, p in enumerate(part) if p in plans[u][1]}) or [0]
+        keep = sorted({k for u, part in enumerate(parts) for k, p in enumerate(part) if p in wants[u]}) or [0]
         _, logits = tc.append(toks, par, dep, keep=keep)
         for i, k in enumerate(keep):
             for u, part in enumerate(parts):
-                if k < len(part) and part[k] in plans[u][1]: read(u, part[k], logits[u, i])
+                if k < len(part) and part[k] in wants[u]: read(u, part[k], logits[u, i])
     out = []
     for u, cs in enumerate(cands):
-        sums = np.array([sum(lp[u][(tuple(c[:k]), c[k])] for k in ks) for c, ks in zip(cs, plans[u][3])], dtype=np.float64)
+        sums = np.array([sum(lp[u][(tuple(c[:k]), c[k])] for k in ks) for c, ks in zip(cs, reads[u])], dtype=np.float64)
         out.append((sums, sums / np.array([len(c) for c in cs])) if mean else sums)
     return out
 
@@ -377,7 +375,7 @@ def score_candidates(model, tok, prompt_text:str, candidate_texts:list, normaliz
     "The summed log-prob of each candidate (+ EOS) given one prompt (see `score_candidates_batch`)"
     return score_candidates_batch(model, tok, [prompt_text], [candidate_texts], normalize, trie, chunk_tokens, mean, context, eos_id)[0]
 
-# %% ../nbs/11_generate.ipynb #08d8dd1d
+# %% ../nbs/11_generate.ipynb #47ee0549
 @torch.no_grad()
 def naive_candidate_scores(model, tok, prompt_text:str, candidate_texts:list, context:str|None=None, eos_id:int|None=None,
                            normalize:str='vocab', trie:CatalogTrie|None=None)->np.ndarray:
@@ -391,12 +389,7 @@ def naive_candidate_scores(model, tok, prompt_text:str, candidate_texts:list, co
         logits = model(input_ids=torch.tensor([p + c], device=dev)).logits[0, len(p) - 1:-1].float()
         if root is None:
             out.append(logits.log_softmax(-1).gather(-1, torch.tensor(c, device=dev)[:, None]).sum().item()); continue
-        node, s = root, 0.0
-        for k in _branch_points(root, c, text):
-            node = root
-            for t in c[:k]: node = node[t]
-            s += (logits[k, c[k]] - logits[k, list(node)].logsumexp(-1)).item()
-        out.append(s)
+        out.append(sum((logits[k, c[k]] - logits[k, list(node)].logsumexp(-1)).item() for k, node in _branch_points(root, c, text)))
     return np.array(out)
 
 # %% ../nbs/11_generate.ipynb #b16bc416

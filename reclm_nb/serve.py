@@ -193,7 +193,7 @@ def generate_batch(backend:Backend,  # the served backend
         for j, x in zip(idx, res): out[j] = x
     return out
 
-# %% ../nbs/11a_serve.ipynb #d2e5ccf5
+# %% ../nbs/11a_serve.ipynb #91757cc2
 class GenerationBatcher(MicroBatcher):
     "Gathers concurrent generation requests into micro-batches answered by `generate_batch` on one worker thread"
     def __init__(self, backend:Backend,     # the served backend
@@ -201,16 +201,15 @@ class GenerationBatcher(MicroBatcher):
                  batch_wait_ms:float=5.0,   # most ms the first request of a batch waits for company
                  max_queue:int=10_000,      # most waiting requests before new ones get 503
                 ):
-        super().__init__(lambda reqs: generate_batch(backend, reqs), max_batch, batch_wait_ms, max_queue, 'reclm_nb_serve')
+        super().__init__(lambda reqs: generate_batch(backend, reqs), max_batch, batch_wait_ms, max_queue, 'reclm_nb_serve', 'inputs')
         self.backend, self.max_batch = backend, max_batch
-        self.stats = {'requests': 0, 'inputs': 0, 'batches': 0, 'backend_calls': 0, 'largest_batch': 0, 'bad_requests': 0, 'errors': 0}
+        self.stats['backend_calls'] = 0   # generate calls: one per distinct set of sampling knobs in a batch
 
     def overloaded(self): return APIError('the server is overloaded; retry later', 503, type='server_error')
     def stopping(self): return APIError('the server is stopping; retry later', 503, type='server_error')
     def record(self, jobs, n):
-        st = self.stats
-        st['requests'] += len(jobs); st['inputs'] += n; st['batches'] += 1; st['largest_batch'] = max(st['largest_batch'], n)
-        st['backend_calls'] += len({r.knobs for r, _ in jobs})
+        super().record(jobs, n)
+        self.stats['backend_calls'] += len({r.knobs for r, _ in jobs})
 
 # %% ../nbs/11a_serve.ipynb #09b3bec1
 def _response(req:GenRequest, gen:Generated, model:str)->dict:

@@ -178,7 +178,7 @@ def answer_batch(model:Recommender, # the served model
             except Exception as e1: out.append(e1)
         return out
 
-# %% ../nbs/06_teacher.ipynb #702b1024
+# %% ../nbs/06_teacher.ipynb #f4826023
 class MicroBatcher:
     "Gathers concurrent requests (each with a size `n`) into micro-batches answered by `answer(requests)` on one worker thread"
     def __init__(self, answer,                 # fn(list of requests) -> one result (or exception) per request
@@ -186,8 +186,11 @@ class MicroBatcher:
                  max_wait_ms:float,            # most ms the first request of a batch waits for company
                  max_queue:int=10_000,         # most waiting requests before new ones are refused
                  name:str='reclm_nb_batcher',  # the worker thread's name
+                 size_name:str='inputs',       # what `stats` calls the summed request sizes
                 ):
         self.answer, self.max_size, self.max_wait, self.max_queue = answer, max_size, max_wait_ms/1000, max_queue
+        self.size_name = size_name
+        self.stats = {'requests': 0, size_name: 0, 'batches': 0, 'largest_batch': 0, 'bad_requests': 0, 'errors': 0}
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=name)
         self._loop = self._queue = self._task = None
         self._current = []  # the batch being gathered or computed
@@ -196,7 +199,9 @@ class MicroBatcher:
     def overloaded(self)->Exception: return RuntimeError('overloaded; retry later')
     def stopping(self)->Exception: return RuntimeError('stopping; retry later')
     def wait_more(self, jobs:list)->bool: return True   # may the batch keep waiting for more requests?
-    def record(self, jobs:list, n:int): pass            # statistics of one answered batch
+    def record(self, jobs:list, n:int):                 # statistics of one answered batch (`n`: its summed sizes)
+        st = self.stats
+        st['requests'] += len(jobs); st[self.size_name] += n; st['batches'] += 1; st['largest_batch'] = max(st['largest_batch'], n)
 
     def start(self):
         "Start the worker on the running event loop (again, if the loop changed or the worker stopped)"
@@ -256,17 +261,13 @@ class Batcher(MicroBatcher):
                  max_wait_ms:float=2.0,     # most ms a batch waits for requests still being read
                  max_queue:int=10_000,      # most waiting requests before new ones get 503
                 ):
-        super().__init__(lambda reqs: answer_batch(model, reqs), max_rows, max_wait_ms, max_queue, 'reclm_nb_teacher')
+        super().__init__(lambda reqs: answer_batch(model, reqs), max_rows, max_wait_ms, max_queue, 'reclm_nb_teacher', 'rows')
         self.model, self.max_rows = model, max_rows
-        self.stats = {'requests': 0, 'rows': 0, 'batches': 0, 'largest_batch': 0, 'bad_requests': 0, 'errors': 0}
         self.arriving = 0  # requests being read and checked right now: worth waiting for
 
     def overloaded(self): return RequestError('queue', self._queue.qsize(), 'the teacher is overloaded; retry later', 503)
     def stopping(self): return RequestError('server', 'shutting down', 'the teacher is stopping; retry later', 503)
     def wait_more(self, jobs): return bool(self.arriving) and not any(r.immediately for r, _ in jobs)
-    def record(self, jobs, n):
-        st = self.stats
-        st['requests'] += len(jobs); st['rows'] += n; st['batches'] += 1; st['largest_batch'] = max(st['largest_batch'], n)
 
 # %% ../nbs/06_teacher.ipynb #e0c12799
 def make_app(model:Recommender,      # the teacher: any trained recommender

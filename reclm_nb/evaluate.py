@@ -4,22 +4,29 @@
 
 # %% ../nbs/15_evaluate.ipynb #3eefef68
 from __future__ import annotations
-import time
-from dataclasses import dataclass, asdict, field
+import shutil, time, traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 import pandas as pd
-from tqdm.auto import tqdm
 
-from .core import logger, atomic_write, atomic_path, save_json, load_json, stage, RunDir, notebook_run, run_stage
-from .split import Split, EvalSet, Protocol, parse_candidates, load_run_split
+from .core import logger, atomic_write, atomic_path, save_json, load_json, progress
+from .stages import RunDir
+from .data import load_run_data
+from .split import Split, EvalSet, Protocol, parse_candidates, load_run_split, seeded_subset
 from .metrics import mask_items, topk_from_scores, rank_metrics
-from .cf import Recommender, Popularity, load_run_models
+from .cf import Recommender, load_run_models
+from .tasks import unique_titles
+from .ground import EmbeddingGrounder, load_embedder
+from .llmrec import LLMRecommender
+from .generate import Generations, model_label, method_kind
 
 # %% auto #0
-__all__ = ['METRIC_ORDER', 'LLM_METHODS', 'rank_examples', 'EvalResult', 'evaluate', 'wide_table', 'markdown_table',
-           'plot_results', 'plot_training', 'write_report', 'llm_model_spec', 'evaluate_llms', 'evaluate_stage']
+__all__ = ['METRIC_ORDER', 'rank_examples', 'EvalResult', 'evaluate', 'wide_table', 'markdown_table', 'plot_results',
+           'plot_training', 'guard_notes', 'write_report', 'load_generations', 'evaluate_llms', 'evaluate_stage']
 
 # %% ../nbs/15_evaluate.ipynb #3f80246c
 def rank_examples(rec:Recommender,       # the model
@@ -29,13 +36,13 @@ def rank_examples(rec:Recommender,       # the model
                   window:int|None=None,  # history the model is given
                   negatives:list|None=None, # per example, sampled negatives (None: full ranking)
                   batch_size:int=1024,
-                  progress:bool=True,
+                  show_progress:bool=True,
                  )->np.ndarray:
     "(n_examples, k) ranked item indices, -1 padded"
     idx = {it: i for i, it in enumerate(item_ids)}
     hist = es.windowed(window)
     out = np.full((len(es), k), -1, dtype=np.int64)
-    for lo in tqdm(range(0, len(es), batch_size), desc=f'rank {rec.name}', disable=not progress or len(es) <= batch_size, leave=False):
+    for lo in progress(range(0, len(es), batch_size), desc=f'rank {rec.name}', disable=not show_progress or len(es) <= batch_size, leave=False):
         hi = min(lo+batch_size, len(es))
         cands = None if negatives is None else [list(dict.fromkeys(t + n)) for t, n in zip(es.targets[lo:hi], negatives[lo:hi])]
         if rec.can_score:
@@ -73,13 +80,14 @@ def evaluate(rec:Recommender,            # the model
              seed:int=0,
              method:str|None=None,       # the name shown in tables (default: the model's)
              progress:bool=True,
+             table:str|None=None,        # the table the rows belong to (default: the split, with the user count if a subset)
+             dtype:str='float32',        # the precision the model's scores were computed in (recorded in the protocol)
             )->EvalResult:
     "Rank the `part` examples with `rec` and compute HR/Recall/NDCG/MRR at each K under one protocol"
     es, notes = split.part(part), []
     n_all = len(es)
-    if max_users and max_users < n_all:
-        sel = np.sort(np.random.default_rng(seed).choice(n_all, max_users, replace=False))
-        es = es.subset(sel.tolist()); notes.append(f'seeded subset of {max_users} of {n_all} examples')
+    sel = seeded_subset(n_all, max_users, seed)
+    if len(sel) < n_all: es = es.subset(sel); notes.append(f'seeded subset of {max_users} of {n_all} examples')
     n_neg = parse_candidates(candidates)
     negatives = None
     if n_neg:
@@ -91,15 +99,15 @@ def evaluate(rec:Recommender,            # the model
     if not rec.can_score and n_neg is None: notes.append('top-K lists only: items beyond K count as misses')
     name = method or rec.name
     proto = Protocol(split.dataset, f'{split.kind}/{part}', candidates, list(ks), len(es), split.window, seed,
-                     history_masked=n_neg is None, note='; '.join(notes))
+                     history_masked=n_neg is None, dtype=dtype, note='; '.join(notes))
     logger.info(f'evaluate {name}: {proto.header()}')
     if hasattr(rec, 'reset_counts'): rec.reset_counts()
     t0 = time.time()
-    ranked = rank_examples(rec, es, split.item_ids, max(ks), split.window, negatives, progress=progress)
+    ranked = rank_examples(rec, es, split.item_ids, max(ks), split.window, negatives, show_progress=progress)
     idx = {it: i for i, it in enumerate(split.item_ids)}
     per_user = rank_metrics(ranked, [[idx[t] for t in ts] for ts in es.targets], ks)
     secs = time.time() - t0 + float(getattr(rec, 'reused_seconds', 0.0) or 0.0)  # work shared with another method is charged to both
-    table = proto.split if len(es) == n_all else f'{proto.split} ({len(es)} users)'
+    table = table or (proto.split if len(es) == n_all else f'{proto.split} ({len(es)} users)')
     row = lambda metric, k, v: {'method': name, 'dataset': split.dataset, 'split': proto.split, 'table': table, 'candidates': candidates,
                                 'metric': metric, 'k': k, 'value': float(v), 'n_users': len(es)}
     rows = [row(m.split('@')[0], int(m.split('@')[1]), v.mean()) for m, v in per_user.items()]
@@ -145,41 +153,36 @@ def plot_results(results:pd.DataFrame, # tidy rows
                  metrics:tuple=('NDCG', 'HR'),
                 )->Path:
     "Bar chart of each metric@K per method, written atomically as a PNG"
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     part = part or _tables(results).iloc[-1]
     df = results[(_tables(results) == part) & results.metric.isin(metrics)]
     methods, ks = list(dict.fromkeys(df.method)), sorted(df.k.unique())
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5*len(metrics), 3.6), squeeze=False)
+    fig = Figure(figsize=(5*len(metrics), 3.6)); axes = fig.subplots(1, len(metrics), squeeze=False)
     width = 0.8/max(len(methods), 1)
-    colors = plt.get_cmap('tab10' if len(methods) <= 10 else 'tab20')
+    colors = colormaps['tab10' if len(methods) <= 10 else 'tab20']
     fig.set_size_inches(max(5, 1.2 + 0.35*len(methods)*len(ks)/3)*len(metrics) + 2.2, 3.6)
     for ax, m in zip(axes[0], metrics):
         for j, meth in enumerate(methods):
-            v = df[(df.metric == m) & (df.method == meth)].set_index('k').value.reindex(ks)
+            v = df[(df.metric == m) & (df.method == meth)].groupby('k').value.first().reindex(ks)   # one bar per method and K
             ax.bar(np.arange(len(ks)) + j*width - 0.4 + width/2, v.values, width, label=meth, color=colors(j % colors.N))
         ax.set_xticks(range(len(ks)), [f'@{k}' for k in ks]); ax.set_title(f'{m} ({part})'); ax.grid(axis='y', alpha=.3)
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc='center right', fontsize=8)
     fig.tight_layout(rect=(0, 0, 1 - 2.0/fig.get_size_inches()[0], 1))
     with atomic_path(path) as tmp: fig.savefig(tmp, dpi=110, format='png')
-    plt.close(fig)
     return Path(path)
 
 # %% ../nbs/15_evaluate.ipynb #10c20f7b
-def plot_training(run:RunDir,   # a run folder with trained models under `cf/`
+def plot_training(run:RunDir,    # a run folder with trained models under `cf/`
                   path:str|Path, # PNG to write
+                  models:list,   # the models to show (the run's `cf.models`)
                  )->Path|None:
-    "Validation NDCG@10 and training loss per epoch of every trained model (None if no model has a history)"
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    "Validation NDCG@10 and training loss per epoch of the trained `models` (None if none has a history)"
     hist = {}
-    for f in sorted((run.root/'cf').glob('*/fit_info.json')):
-        h = load_json(f).get('history') or []
-        if h: hist[f.parent.name] = h
+    for m in models:
+        f = run.root/'cf'/m/'fit_info.json'
+        h = (load_json(f).get('history') or []) if f.exists() else []
+        if h: hist[m] = h
     if not hist: return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6)); axes = fig.subplots(1, 2)
     for name, h in hist.items():
         ep = [r['epoch'] for r in h]
         axes[0].plot(ep, [r['valid_ndcg10'] for r in h], label=name); axes[1].plot(ep, [r['loss'] for r in h], label=name)
@@ -187,8 +190,23 @@ def plot_training(run:RunDir,   # a run folder with trained models under `cf/`
     for ax in axes: ax.set_xlabel('epoch'); ax.grid(alpha=.3); ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp: fig.savefig(tmp, dpi=110, format='png')
-    plt.close(fig)
     return Path(path)
+
+# %% ../nbs/15_evaluate.ipynb #362d4c99
+def guard_notes(run:RunDir, methods:list)->dict:
+    "method -> a note, for every method whose training a wall-clock guard stopped early (cf models; LLM rows of 'sft')"
+    notes = {}
+    sft = run.root/'sft'/'metrics.json'
+    sft_m = load_json(sft) if sft.exists() else {}
+    for m in methods:
+        f = run.root/'cf'/m/'fit_info.json'
+        s = load_json(f).get('summary', {}) if f.exists() else {}
+        if s.get('stopped_by') == 'max_seconds':
+            notes[m] = f"{m}: training stopped by the wall-clock guard after {s.get('epochs')} of {s.get('planned_epochs')} epochs"
+        elif m.split(' ')[0] == 'sft' and sft_m.get('stopped_by_budget'):
+            notes[m] = (f"{m}: the fine-tuning it uses was stopped by the wall-clock guard sft.max_seconds after "
+                        f"{sft_m.get('steps')} of {sft_m.get('planned_steps')} steps")
+    return notes
 
 def _summary_text(summary:dict)->str:
     "`k=v` pairs of a stage summary, one level of nesting shown as `name (k=v, ...)`"
@@ -196,137 +214,130 @@ def _summary_text(summary:dict)->str:
     nested = [f'{k} ({flat(v)})' for k, v in summary.items() if isinstance(v, dict)]
     return ', '.join(x for x in [flat(summary)] + nested if x)
 
+# %% ../nbs/15_evaluate.ipynb #a66e0ef4
 def _sft_section(run:RunDir)->list:
     "Report lines for a finished SFT stage: its measurements and loss curve (copied next to the report)"
     m = run.root/'sft'/'metrics.json'
     if not m.exists(): return []
     m = load_json(m)
-    keys = ['model', 'lora', 'dtype', 'device', 'processes', 'threads', 'steps', 'examples_seen', 'epochs_seen', 'tokens_seen',
+    keys = ['model', 'lora', 'dtype', 'device', 'processes', 'threads', 'steps', 'planned_steps', 'examples_seen', 'epochs_seen', 'tokens_seen',
             'train_seconds', 'tokens_per_second', 'seconds_per_step', 'train_loss', 'best_eval_loss', 'best_checkpoint',
             'stopped_by_budget', 'resumed_from', 'peak_rss_mib', 'peak_cuda_mib']
     rows = ['| measure | value |', '|---|---|'] + [f'| {k} | {m[k]} |' for k in keys if k in m]
     out = ['## Supervised fine-tuning', '', *rows, '']
     png = run.root/'sft'/'loss.png'
     if png.exists():
-        import shutil
         shutil.copyfile(png, run.root/'sft_loss.png')
         out += ['![SFT loss](sft_loss.png)', '']
     return out
 
 def _llm_section(path:Path)->list:
-    "Report lines on the LLM recommenders: model, backend, and each prior's gamma as chosen on validation users"
+    "Report lines on the LLM recommenders: models, backend, and each prior's gamma as chosen on validation users"
     info = load_json(path) if path.exists() else {}
     if not info: return []
-    out = ['## LLM recommenders', '', f"Model `{info['llm_model']}` on the `{info['backend']}` backend, evaluated on a seeded subset of "
-           f"{info['llm_users']} test users (the table above with the user count; the collaborative models are re-evaluated on the "
-           "same users). `zero-shot` is the model as shipped, `sft` the run's fine-tuned model. `beam`: constrained beam search over "
-           "the catalogue (the model's log-probs); `beam-trie`: the same, ranking items by their probability under the catalogue trie; `ground`: greedy generation grounded by embedding distance; `+cf`/`+pop`: grounding re-weighted by a prior. "
-           "validity: share of answers that named a real item.", '']
+    users = 'all' if info['llm_users'] is None else f"a seeded subset of {info['llm_users']}"
+    out = ['## LLM recommenders', '', f"Models {', '.join(f'`{m}`' for m in info['models'])} (base `{info['llm_model']}`) on the "
+           f"`{info['backend']}` backend in {info['dtype']}, evaluated on {users} test users (the LLM comparison table; the "
+           "collaborative models are re-evaluated on the same users). `zero-shot` is the model as shipped, `sft` the run's "
+           "fine-tuned model. `beam`: constrained beam search over the catalogue (the model's log-probs); `beam-trie`: the same, "
+           "ranking items by their probability under the catalogue trie; `ground`: greedy generation grounded by embedding distance; "
+           "`+cf`/`+pop`: grounding re-weighted by a prior. validity: share of answers that named a real item. s/user includes "
+           "the generation time of the records a method ranks from (shared records are charged to every method that uses them).", '']
     for label, g in info.get('gamma', {}).items():
         tried = ', '.join(f"{r['gamma']:g}: {r['NDCG@10']:.4f}" for r in g['by_gamma'])
         out += [f"- `{label}`: gamma = {g['gamma']:g}, chosen by NDCG@10 on {g['valid_users']} validation users (gamma: NDCG@10 = {tried})"]
     return out + ['']
 
+def _table_section(results:pd.DataFrame, part:str, protocol:str, notes:dict)->list:
+    "One result table under its protocol line, `†` on rows a wall-clock guard changed"
+    t = wide_table(results, part=part)
+    marked = [m for m in t.index if m in notes]
+    t.index = [f'{m} †' if m in notes else m for m in t.index]
+    t.index.name = 'method'
+    return [f'## {part}', '', '`' + protocol + '`', '', markdown_table(t), ''] + [f'† {notes[m]}' for m in marked] + ([''] if marked else [])
+
+# %% ../nbs/15_evaluate.ipynb #6cf401ac
+def _section(name:str, fn, *args)->list:
+    "The lines `fn(*args)` returns, or one line saying why the section could not be written"
+    try: return fn(*args) or []
+    except Exception as e:
+        logger.warning(f'report: the {name} section failed ({type(e).__name__}: {e})\n{traceback.format_exc()}')
+        return [f'> The {name} section could not be written: {type(e).__name__}: {e}', '']
+
 def write_report(run:RunDir,            # a run folder with an `evaluate/` stage done
                  title:str|None=None,
                 )->Path:
-    "Write `report.md` (protocols, data and split statistics, result tables) and `results.png` into the run folder"
+    "Write `report.md` (protocols, stage summaries, result tables, plots) into the run folder"
     ev = run.root/'evaluate'
     if not (ev/'results.parquet').exists(): raise FileNotFoundError(f'{ev}/results.parquet missing: run the evaluate stage first')
     results, protocols = pd.read_parquet(ev/'results.parquet'), load_json(ev/'protocols.json')
     parts = list(dict.fromkeys(_tables(results)))
-    png = plot_results(results, run.root/'results.png', part=parts[-1])
+    methods = list(dict.fromkeys(results.method))
+    notes = _section('wall-clock guard', lambda: [guard_notes(run, methods)])
+    notes = notes[0] if notes and isinstance(notes[0], dict) else {}
     lines = [f'# {title or "reclm_nb report: " + run.root.name}', '']
-    for st in ('data', 'split', 'cf', 'tasks', 'sft'):
+    for st in ('data', 'split', 'cf', 'tasks', 'sft', 'generate'):
         info = run.done_info(st)
         if info: lines += [f'- **{st}** ({info["seconds"]} s): ' + _summary_text(info['summary']), '']
-    for part in parts:
-        lines += [f'## {part}', '', '`' + protocols[part] + '`', '', markdown_table(wide_table(results, part=part)), '']
-    lines += [f'![results]({png.name})', '']
-    lines += _llm_section(ev/'llm.json')
-    curves = plot_training(run, run.root/'training.png')
-    if curves: lines += ['## Training', '', f'![training]({curves.name})', '']
-    lines += _sft_section(run)
+    for part in parts: lines += _section(f'{part} table', _table_section, results, part, protocols[part], notes)
+    lines += _section('results plot', lambda: [f'![results]({plot_results(results, run.root/"results.png", part=parts[-1]).name})', ''])
+    lines += _section('LLM', _llm_section, ev/'llm.json')
+    def _curves():
+        png = plot_training(run, run.root/'training.png', [m for m in methods if (run.root/'cf'/m).is_dir()])
+        return ['## Training', '', f'![training]({png.name})', ''] if png else []
+    lines += _section('training curves', _curves)
+    lines += _section('SFT', _sft_section, run)
     with atomic_write(run.root/'report.md') as f: f.write('\n'.join(lines))
     return run.root/'report.md'
 
 # %% ../nbs/15_evaluate.ipynb #e9925630
-LLM_METHODS = ('beam', 'beam-trie', 'ground', 'ground+pop', 'ground+cf')
-
-def llm_model_spec(cfg, run:RunDir, which:str)->str:
-    "The model spec of an `eval.llm_models` entry: 'zero-shot' (llm.model), 'sft' (the run's merged model, trained first if needed) or a spec"
-    if which == 'zero-shot': return str(cfg.llm.model)
-    if which == 'sft':
-        import reclm_nb.sft          # registers the stage
-        run_stage('sft', cfg, run)   # skipped when done with these settings
-        p = run.root/'sft'/'model'
-        if not (p/'config.json').exists():
-            raise FileNotFoundError(f"{p}: no fine-tuned model; run the sft stage with sft.merge=true, or remove 'sft' from eval.llm_models")
-        return str(p)
-    return str(which)
-
-def _backend_kwargs(cfg)->dict:
-    e = cfg.eval
-    if e.backend == 'hf': return dict(dtype=cfg.llm.dtype, device=cfg.llm.device, threads=cfg.run.threads, batch_size=e.llm_batch_size)
-    if e.backend == 'vllm': return dict(dtype=cfg.llm.dtype)
-    return {}
+def load_generations(run:RunDir, which:str, kind:str)->tuple:
+    "`(records, meta)` the generate stage wrote for model `which` and `kind`"
+    path = run.root/'generate'/model_label(which)/f'{kind}.jsonl'
+    meta_path = path.with_suffix('.meta.json')
+    if not meta_path.exists(): raise FileNotFoundError(f'{path}: no generations for {which} {kind}; run the generate stage first')
+    meta = load_json(meta_path)
+    return Generations(path, meta).records, meta
 
 def evaluate_llms(cfg, run:RunDir, sp:Split, models:dict, add)->dict:
-    "Evaluate every `eval.llm_models` x `eval.llm_methods` recommender (and the cf `models` on the same users); `add` takes each `EvalResult`"
-    import gc
-    from reclm_nb.data import load_run_data
-    from reclm_nb.tasks import unique_titles
-    from reclm_nb.generate import load_backend
-    from reclm_nb.ground import EmbeddingGrounder, load_embedder
-    from reclm_nb.llmrec import LLMRecommender
+    "Evaluate every `eval.llm_models` x `eval.llm_methods` recommender from its generation records (and the cf `models` on the same users)"
     e, part = cfg.eval, cfg.eval.splits[-1]
-    bad = [m for m in e.llm_methods if m not in LLM_METHODS]
-    if bad: raise ValueError(f'eval.llm_methods: unknown {bad}; expected some of {LLM_METHODS}')
-    if 'ground+cf' in e.llm_methods and e.prior_model not in models:
-        raise ValueError(f'eval.prior_model {e.prior_model!r}: not a trained cf model of this run (have {sorted(models)})')
-    specs = {w: llm_model_spec(cfg, run, w) for w in e.llm_models}   # fail early, before any slow work
+    cands = cfg.split.candidates
+    n = len(seeded_subset(len(sp.part(part)), e.llm_users, e.seed))
+    table = f'{sp.kind}/{part} · LLM comparison ({n} users)'
+    for name, model in models.items():   # the comparison table: the cf models on the LLMs' users
+        add(evaluate(model, sp, part, e.ks, cands, e.llm_users, e.seed, method=name, progress=False, table=table))
     titles_all = unique_titles(load_run_data(run).items)
     titles = {i: titles_all[i] for i in sp.item_ids}
-    cands = cfg.split.candidates
-    methods = list(e.llm_methods) if cands == 'full' else ['score'] + ['score-trie']*('beam-trie' in e.llm_methods)  # sampled:N: rank by likelihood
-    for name, model in models.items():   # the comparison table: the cf models on the LLMs' users
-        add(evaluate(model, sp, part, e.ks, cands, e.llm_users, e.seed, method=name, progress=False))
+    methods = list(e.llm_methods) if cands == 'full' else ['score'] + ['score-trie']*('beam-trie' in e.llm_methods)
     grounder = None
     if any(m.startswith('ground') for m in methods):
         grounder = EmbeddingGrounder(sp.item_ids, [titles[i] for i in sp.item_ids], load_embedder(e.embedder))
-    info = {'llm_model': str(cfg.llm.model), 'backend': e.backend, 'llm_users': e.llm_users, 'gamma': {}}
-    for which, spec in specs.items():
-        logger.info(f'evaluate: LLM {which} ({spec}) on the {e.backend} backend')
-        backend, base = load_backend(spec, e.backend, **_backend_kwargs(cfg)), None
+    info = {'llm_model': str(cfg.llm.model), 'models': list(e.llm_models), 'backend': e.backend, 'llm_users': e.llm_users, 'gamma': {}, 'dtype': None}
+    for which in e.llm_models:
         for meth in methods:
+            kind = method_kind(meth, cands) if cands == 'full' else meth
+            records, meta = load_generations(run, which, kind)
+            info['dtype'] = meta['dtype']
             label = f'{which} {meth}'
             prior = {'ground+pop': 'pop', 'ground+cf': models.get(e.prior_model)}.get(meth)
-            trie = meth.endswith('-trie')   # beam-trie / score-trie: probabilities under the catalogue trie (length penalty 0)
-            rec = LLMRecommender(backend, titles, 'ground' if meth.startswith('ground') else 'beam', grounder, prior,
-                                 num_beams=e.num_beams, normalize='trie' if trie else 'vocab',
-                                 length_penalty=0.0 if trie else e.length_penalty, history_len=cfg.tasks.history_len,
-                                 system_prompt=cfg.llm.system_prompt, max_new_tokens=e.max_new_tokens,
-                                 batch_size=e.llm_batch_size, name=label)
-            if meth.startswith('ground'):
-                if base is None: base = rec
-                else: rec.share_generations(base)
+            trie = kind.endswith('-trie')
+            rec = LLMRecommender(None, titles, 'ground' if kind == 'text' else 'beam', grounder, prior, num_beams=meta['num_beams'] or e.num_beams,
+                                 normalize='trie' if trie else 'vocab', length_penalty=0.0 if trie else e.length_penalty,
+                                 history_len=meta['history_len'], system_prompt=meta['system_prompt'], name=label, progress=False, records=records)
             if prior is not None:
                 if prior == 'pop': rec.fit(sp)
                 rec.fit_gamma(sp, 'valid', e.gamma_users, tuple(e.gammas), 10, e.seed)
                 info['gamma'][label] = {'gamma': rec.gamma, 'valid_users': e.gamma_users,
                                         'by_gamma': rec.gamma_table.round(5).to_dict(orient='records')}
-            add(evaluate(rec, sp, part, e.ks, cands, e.llm_users, e.seed, method=label))
-        del backend, base, rec; gc.collect()
+            add(evaluate(rec, sp, part, e.ks, cands, e.llm_users, e.seed, method=label, table=table, dtype=meta['dtype']))
     return info
 
 # %% ../nbs/15_evaluate.ipynb #a9506926
-@stage('evaluate', needs=('cf',), notebook='15_evaluate.ipynb', sections=('eval', 'llm', 'tasks', 'sft'))
 def evaluate_stage(cfg, run:RunDir)->dict:
-    "Evaluate all of the run's models (and, with `eval.llm_models`, the LLM recommenders) and save the tidy results"
-    sp, models = load_run_split(run), load_run_models(run)
-    if not models: raise FileNotFoundError(f'{run.root/"cf"}: no trained models to evaluate')
-    order = [m for m in cfg.cf.models if m in models] + [m for m in models if m not in cfg.cf.models]
-    models = {m: models[m] for m in order}  # table rows in the recipe's order
+    "Evaluate the run's cf models (and, with `eval.llm_models`, the LLM recommenders) and save the tidy results"
+    sp, models = load_run_split(run), load_run_models(run, cfg.cf.models)
+    if not models and not cfg.eval.llm_models: raise ValueError('evaluate: cf.models and eval.llm_models are both empty; nothing to evaluate')
     tables, protocols = [], {}
     def add(r:EvalResult):
         tables.append(r.table); protocols[r.table.table.iloc[0]] = r.protocol.header()

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
 from .core import pick_device
+from .llm import load_model
 from .assets import asset_path
 from .metrics import rank_metrics, topk_from_scores, mask_items
 
@@ -205,7 +207,6 @@ class LLMEmbedder:
     def dim(self)->int: return self.model.config.hidden_size
 
     def _last_hidden(self, **kw)->torch.Tensor:
-        from transformers import PreTrainedModel
         body = getattr(self.model, 'base_model', self.model)
         if isinstance(body, PreTrainedModel): return body(**kw, use_cache=False).last_hidden_state
         return self.model(**kw, use_cache=False, output_hidden_states=True).hidden_states[-1]
@@ -258,10 +259,8 @@ def load_embedder(spec:str='minilm-l6-v2', # 'minilm-l6-v2', 'llm:<model spec>',
                   batch_size:int=64,
                  ):
     "An embedder (`.encode(texts) -> float32 (n, d)`) for `spec`"
-    from transformers import AutoModel, AutoTokenizer
     spec, device = str(spec), pick_device(device)
     if spec.startswith('llm:'):
-        from reclm_nb.llm import load_model
         model, tok = load_model(spec[4:], device=device)
         return LLMEmbedder(model, tok, batch_size=batch_size)
     if spec in EMBEDDERS: src = asset_path(spec)

@@ -4,10 +4,12 @@
 
 # %% ../nbs/09_llm.ipynb #6a9d208f
 from __future__ import annotations
-import json, os, time
+import hashlib, time
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from .core import logger, pick_device, set_threads, atomic_path, cache_dir
 from .assets import MODEL_ASSETS, asset_path, model_path, gguf_to_hf
@@ -37,7 +39,6 @@ def resolve_model(spec:str, # embedded name, 'tiny', folder, .gguf file or hub i
 # %% ../nbs/09_llm.ipynb #b7e32277
 def gguf_folder(gguf:Path)->Path:
     "The cache folder holding the converted copy of `gguf` (converted on first use)"
-    import hashlib
     st = gguf.stat()
     key = hashlib.sha256(f'{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}'.encode()).hexdigest()[:12]
     out = cache_dir()/'models'/f'{gguf.stem}-{key}'
@@ -55,7 +56,6 @@ def model_folder(spec:str)->Path|str:
 # %% ../nbs/09_llm.ipynb #8a96b562
 def tokenizer_folder(name:str='smollm2-135m-instruct')->Path:
     "A cached tokenizer-only folder for the embedded model `name`"
-    from transformers import AutoTokenizer
     out = cache_dir()/'models'/f'{name}-tokenizer'
     if (out/'tokenizer_config.json').exists(): return out
     full = cache_dir()/'models'/name
@@ -69,7 +69,6 @@ def tokenizer_folder(name:str='smollm2-135m-instruct')->Path:
 def load_tokenizer(spec:str='smollm2-135m-instruct', # as for `resolve_model`
                   ):
     "The tokenizer of model `spec`, with a pad token set (the EOS token if it has none) and left padding for generation"
-    from transformers import AutoTokenizer
     kind, loc = resolve_model(spec)
     if kind in ('tiny', 'embedded'): src = tokenizer_folder(loc or 'smollm2-135m-instruct')
     else: src = model_folder(spec)
@@ -123,7 +122,6 @@ def tiny_model(tok=None,           # tokenizer (default: the embedded SmolLM2 to
                n_layers:int=2, hidden:int=64, n_heads:int=4, n_kv_heads:int=2, intermediate:int=128,
                seed:int=0, dtype=torch.float32):
     "`(model, tok)`: a random-weight LLaMA-style causal LM on a real tokenizer, for tests"
-    from transformers import LlamaConfig, LlamaForCausalLM
     tok = tok or load_tokenizer('tiny')
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=n_layers,
                       num_attention_heads=n_heads, num_key_value_heads=n_kv_heads, max_position_embeddings=2048,
@@ -143,7 +141,6 @@ def load_model(spec:str='smollm2-135m-instruct', # embedded name, 'tiny', folder
                attn:str='sdpa',                  # attention implementation
               )->tuple:
     "`(model, tok)` for a model spec, on `device` in `dtype`"
-    from transformers import AutoModelForCausalLM
     set_threads(threads)
     device = pick_device(device)
     dt = resolve_dtype(dtype, device)
@@ -186,7 +183,6 @@ def add_lora(model, r:int=8, alpha:int=16, dropout:float=0.05,
              trainable_tokens:list|None=None,# ids of new tokens whose embedding rows also train
             ):
     "Wrap `model` with LoRA adapters (peft); only the adapters (and `trainable_tokens` rows) train"
-    from peft import LoraConfig, get_peft_model
     lc = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type='CAUSAL_LM',
                     trainable_token_indices=list(trainable_tokens) if trainable_tokens else None)
     pm = get_peft_model(model, lc)
@@ -208,9 +204,7 @@ def merge_and_save(model, tok, out:str|Path, dtype=None)->Path:
 
 def load_adapter(base:str, adapter:str|Path, dtype:str='auto', device:str='auto', trainable:bool=False):
     "`(model, tok)`: model spec `base` with the saved LoRA adapter folder `adapter` on top"
-    from peft import PeftModel
     model, _ = load_model(base, dtype, device)
-    from transformers import AutoTokenizer
     if not (Path(adapter)/'adapter_config.json').exists(): raise FileNotFoundError(f'{adapter}: not a saved adapter (no adapter_config.json)')
     tok = AutoTokenizer.from_pretrained(adapter) if (Path(adapter)/'tokenizer_config.json').exists() else load_tokenizer(base)
     if tok.pad_token is None: tok.pad_token = tok.eos_token

@@ -4,19 +4,19 @@
 
 # %% ../nbs/16_pipeline.ipynb #61f31dd5
 from __future__ import annotations
-import argparse, json, os, sys, tempfile, time
+import argparse, os, resource, sys, tempfile, time
 from pathlib import Path
 
 import nbformat
+import papermill as pm
 import yaml
 
 import reclm_nb
-from .core import (logger, setup_logging, Config, RECIPES, STAGES, RunDir, recipe_config, save_config,
-                           config_to_dict, stage_is_current, atomic_path)
-from .assets import ASSETS, AssetError, asset_table, fetch_asset, asset_path, model_path
+from .core import logger, setup_logging, RECIPES, recipe_config, save_config, config_to_dict, PROGRESS_ENV
+from .stages import STAGES, RunDir, check_config, why_stale, clear_stage
+from .assets import ASSETS, AssetError, asset_table, fetch_asset, asset_path
 from .data import DataError
-import reclm_nb.data, reclm_nb.split, reclm_nb.cf, reclm_nb.tasks, reclm_nb.sft  # registers the stages
-from .evaluate import write_report, wide_table, markdown_table
+from .evaluate import write_report
 
 # %% auto #0
 __all__ = ['notebooks_dir', 'pipeline_notebook', 'StageFailed', 'run_recipe', 'main']
@@ -31,12 +31,14 @@ def notebooks_dir()->Path:
 
 # %% ../nbs/16_pipeline.ipynb #fe73d7ab
 def pipeline_notebook(src:str|Path)->nbformat.NotebookNode:
-    "The stage notebook `src` without its development-only cells"
+    "The stage notebook `src` cut to its run section: from the `parameters` cell on, development-only cells removed"
     nb = nbformat.read(str(src), as_version=4)
+    start = next((i for i, c in enumerate(nb.cells) if 'parameters' in c.metadata.get('tags', [])), None)
+    if start is None: raise ValueError(f"{src}: no cell tagged 'parameters'; a stage notebook ends with a run section that starts with one")
     def dev_only(c):
         s = c.source
         return c.cell_type == 'code' and ('nbdev_export()' in s or any(l.replace(' ', '').startswith('#|eval:false') for l in s.splitlines()))
-    nb.cells = [c for c in nb.cells if not dev_only(c)]
+    nb.cells = [c for c in nb.cells[start:] if not dev_only(c)]
     nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}
     nb.metadata['language_info'] = {'name': 'python'}
     return nb
@@ -47,53 +49,65 @@ class StageFailed(RuntimeError):
 
 def _children_peak_rss_mib()->float:
     "Largest peak resident memory of any finished child process (the stage kernels), in MiB"
-    import resource
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+def _execute(stage:str, src:Path, dest:Path, params:dict, kernel_name:str):
+    "Run one stage notebook with papermill, its output streamed to our stderr"
+    try:
+        pm.execute_notebook(str(src), str(dest), kernel_name=kernel_name, progress_bar=False, parameters=params,
+                            stdout_file=sys.stderr, stderr_file=sys.stderr)
+    except pm.PapermillExecutionError as e:
+        raise StageFailed(f'stage {stage} failed in {src.name}: {e.ename}: {e.evalue}\nexecuted notebook with the traceback: {dest}') from None
 
 def run_recipe(recipe:str,              # recipe name or YAML path
                overrides:list=(),       # 'section.key=value' strings
                name:str|None=None,      # run name (default: the recipe's `run.name`)
                out:str|None=None,       # parent folder of runs (default: the recipe's `run.out`)
-               force:bool=False,        # re-run finished stages too
-               progress:bool=True,      # papermill's per-cell progress bar
+               force:bool=False,        # delete the planned stages' outputs and run them from scratch
+               progress:bool=True,      # progress bars in the terminal
                kernel_name:str='python3',
               )->Path:
     "Execute a recipe's stage notebooks into `runs/<name>/` and write the report; returns the run folder"
-    import papermill as pm
-    os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')  # kernels inherit it: no tokenizer thread pools across forks
     cfg = recipe_config(recipe, overrides)
     if name: cfg.run.name = name
     if out: cfg.run.out = out
     if cfg.data.path: cfg.data.path = str(Path(cfg.data.path).expanduser().resolve())
-    unknown = [s for s in cfg.run.stages if s not in STAGES]
-    if unknown: raise ValueError(f'run.stages: unknown stage(s) {unknown}; known: {sorted(STAGES)}')
+    order = check_config(cfg)
     run = RunDir(Path(cfg.run.out).expanduser().resolve()/cfg.run.name)
     setup_logging(cfg.run.log_level)
     cfg_path = save_config(cfg, run.root/'config.yaml')
-    logger.info(f'run {cfg.run.name}: stages {cfg.run.stages} into {run.root}')
+    logger.info(f'run {cfg.run.name}: stages {order} into {run.root}' + (' (forced: from scratch)' if force else ''))
+    (run.root/'report.md').unlink(missing_ok=True)   # written again at the end, from this run's results only
     if force:
-        for s in cfg.run.stages: (run.root/s/'done.json').unlink(missing_ok=True)
+        for s in order: clear_stage(run, s)
+    env = {PROGRESS_ENV: 'text' if progress else 'off', 'TOKENIZERS_PARALLELISM': 'false'}  # kernels inherit these
+    old_env = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     nbs, t_all = notebooks_dir(), time.time()
-    for s in cfg.run.stages:
-        if stage_is_current(s, cfg, run):
-            logger.info(f'stage {s}: done with these settings, skipping'); continue
-        nb_name = STAGES[s].notebook
-        dest = run.root/'notebooks'/nb_name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            src = Path(tmp)/nb_name
-            nbformat.write(pipeline_notebook(nbs/nb_name), str(src))
+    try:
+        for s in order:
+            why = why_stale(s, cfg, run)
+            if why is None: logger.info(f'stage {s}: up to date, skipping'); continue
+            nb_name = STAGES[s].notebook
+            dest = run.root/'notebooks'/nb_name
+            dest.parent.mkdir(parents=True, exist_ok=True)
             t0 = time.time()
-            logger.info(f'stage {s}: executing {nb_name}')
-            try:
-                pm.execute_notebook(str(src), str(dest), kernel_name=kernel_name, progress_bar=progress,
-                                    parameters={'config_path': str(cfg_path), 'run_dir': str(run.root), 'recipe': recipe, 'overrides': []})
-            except pm.PapermillExecutionError as e:
-                raise StageFailed(f'stage {s} failed in {nb_name}: {e.ename}: {e.evalue}\nexecuted notebook with the traceback: {dest}') from None
-        if not stage_is_current(s, cfg, run): raise StageFailed(f'stage {s}: {nb_name} ran but did not mark the stage done ({run.root/s/"done.json"})')
-        logger.info(f'stage {s}: done in {time.time()-t0:.1f} s; largest stage kernel so far peaked at {_children_peak_rss_mib():.0f} MiB RSS')
-    report = write_report(run)
-    logger.info(f'run {cfg.run.name}: finished in {time.time()-t_all:.1f} s (largest stage kernel: {_children_peak_rss_mib():.0f} MiB peak RSS); report at {report}')
+            logger.info(f'stage {s}: executing {nb_name} ({why})')
+            with tempfile.TemporaryDirectory() as tmp:
+                src = Path(tmp)/nb_name
+                nbformat.write(pipeline_notebook(nbs/nb_name), str(src))
+                _execute(s, src, dest, {'config_path': str(cfg_path), 'run_dir': str(run.root), 'recipe': recipe, 'overrides': []}, kernel_name)
+            why = why_stale(s, cfg, run)
+            if why is not None: raise StageFailed(f'stage {s}: {nb_name} ran but the stage is still not up to date ({why})')
+            logger.info(f'stage {s}: done in {time.time()-t0:.1f} s; largest stage kernel so far peaked at {_children_peak_rss_mib():.0f} MiB RSS')
+    finally:
+        for k, v in old_env.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+    if 'evaluate' in order:
+        report = write_report(run)
+        logger.info(f'run {cfg.run.name}: finished in {time.time()-t_all:.1f} s (largest stage kernel: {_children_peak_rss_mib():.0f} MiB peak RSS); report at {report}')
+    else: logger.info(f'run {cfg.run.name}: finished in {time.time()-t_all:.1f} s; no evaluate stage, so no report')
     return run.root
 
 # %% ../nbs/16_pipeline.ipynb #fba8fc2a
@@ -106,8 +120,8 @@ def _parser()->argparse.ArgumentParser:
     r.add_argument('--name', help='run name (default: the recipe name)')
     r.add_argument('--out', help='parent folder of run folders (default: runs)')
     r.add_argument('--set', dest='overrides', action='append', default=[], metavar='SECTION.KEY=VALUE', help='override a config value (repeatable)')
-    r.add_argument('--force', action='store_true', help='re-run stages that already finished')
-    r.add_argument('--no-progress', action='store_true')
+    r.add_argument('--force', action='store_true', help="delete the planned stages' outputs (models, checkpoints, generations) and run them from scratch")
+    r.add_argument('--no-progress', action='store_true', help='no progress bars (stage log lines are still shown)')
     rc = sub.add_parser('recipe', help='list recipes or print one as YAML')
     rc.add_argument('action', choices=['list', 'show']); rc.add_argument('name', nargs='?')
     a = sub.add_parser('assets', help='embedded defaults: list, fetch or locate them')
@@ -138,7 +152,7 @@ def main(argv:list|None=None)->int:
     try:
         if args.cmd == 'run':
             rd = run_recipe(args.recipe, args.overrides, args.name, args.out, args.force, progress=not args.no_progress)
-            print((rd/'report.md').read_text()); print(f'report: {rd/"report.md"}')
+            if (rd/'report.md').exists(): print((rd/'report.md').read_text()); print(f'report: {rd/"report.md"}')
         elif args.cmd == 'recipe':
             if args.action == 'list': print('\n'.join(RECIPES))
             else:

@@ -4,21 +4,29 @@
 
 # %% ../nbs/10_sft.ipynb #894ecbaa
 from __future__ import annotations
-import json, math, os, resource, shutil, socket, subprocess, sys, time
+import math, os, resource, shutil, subprocess, sys, time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
+from accelerate import PartialState
+from datasets import concatenate_datasets
+from matplotlib.figure import Figure
+from transformers import TrainerCallback
+from trl import SFTConfig, SFTTrainer
 
-from .core import (logger, stage, RunDir, save_json, load_json, atomic_write, save_config, load_config, config_hash,
-                           config_to_dict, notebook_run, run_stage, set_seed, set_threads, pick_device, setup_logging)
+from .core import (logger, save_json, load_json, atomic_write, save_config, load_config, set_seed, set_threads,
+                           pick_device, setup_logging, progress_mode, ConfigError)
+from .stages import RunDir, json_hash, LIBRARY_VERSION
+from .http import free_port
 from .llm import load_model, add_lora, merge_and_save, save_model, resolve_dtype, n_params
-import reclm_nb.tasks  # registers the tasks stage, which sft needs
+from .tasks import load_run_tasks
 
 # %% auto #0
 __all__ = ['ACCELERATE_CONFIGS', 'sft_dataset', 'peak_memory', 'SFTClock', 'sft_config', 'RecSFTTrainer', 'train_sft',
-           'plot_loss', 'accelerate_config', 'sft_worker', 'launch_sft', 'sft_stage']
+           'plot_loss', 'accelerate_config', 'sft_worker', 'launch_sft', 'check_sft', 'sft_stage']
 
 # %% ../nbs/10_sft.ipynb #d550e369
 def _length(ex)->int:
@@ -31,7 +39,6 @@ def sft_dataset(epochs:list,            # `datasets.Dataset`s, one per epoch, in
                 chunk:int=32,           # grouping window, in batches (bigger: less padding, less randomness)
                ):
     "The training stream: each epoch shuffled (and grouped by length), concatenated in order, reduced to `prompt`/`completion`"
-    from datasets import concatenate_datasets
     if not epochs: raise ValueError('sft_dataset: no training epochs (run the tasks stage with tasks.epochs >= 1)')
     out = []
     for i, d in enumerate(epochs):
@@ -59,8 +66,6 @@ def peak_memory()->dict:
     return out
 
 # %% ../nbs/10_sft.ipynb #a2588652
-from transformers import TrainerCallback
-
 class SFTClock(TrainerCallback):
     "Times training steps, enforces a wall-clock budget, and records both in each checkpoint (`clock.json`)"
     def __init__(self, max_seconds:float|None=None): self.max_seconds, self.used, self.step_seconds, self.stopped_by_budget = max_seconds, 0.0, [], False
@@ -103,7 +108,6 @@ def sft_config(cfg,                 # the run's `Config` (sections sft, llm, run
                progress:bool=False,
               ):
     "trl `SFTConfig` for our SFT settings"
-    from trl import SFTConfig
     s, llm = cfg.sft, cfg.llm
     dt = resolve_dtype(llm.dtype, device)
     per_step = s.batch_size * s.grad_accum * world
@@ -122,8 +126,6 @@ def sft_config(cfg,                 # the run's `Config` (sections sft, llm, run
         save_only_model=False, dataset_num_proc=None, prediction_loss_only=True)
 
 # %% ../nbs/10_sft.ipynb #26ec4d42
-from trl import SFTTrainer
-
 class RecSFTTrainer(SFTTrainer):
     "trl's `SFTTrainer` with a completion-only loss that projects only the labelled positions onto the vocabulary"
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -154,7 +156,6 @@ def train_sft(cfg,                   # the run's `Config`
               progress:bool=False,
              )->dict:
     "Fine-tune `cfg.llm.model` on the training epochs; returns the metrics written to `out/metrics.json`"
-    from accelerate import PartialState
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     state = PartialState()
     device = pick_device(cfg.llm.device) if state.num_processes == 1 else str(state.device)
@@ -217,18 +218,15 @@ def train_sft(cfg,                   # the run's `Config`
 # %% ../nbs/10_sft.ipynb #ad4a2d6c
 def plot_loss(log_history:list, path:str|Path, title:str='SFT')->Path|None:
     "Plot training and validation loss against the step into a PNG"
-    import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     tr = [(r['step'], r['loss']) for r in log_history if 'loss' in r]
     ev = [(r['step'], r['eval_loss']) for r in log_history if 'eval_loss' in r]
     if not tr and not ev: return None
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5)); ax = fig.subplots()
     if tr: ax.plot(*zip(*tr), lw=1, label='train loss')
     if ev: ax.plot(*zip(*ev), 'o-', label='validation loss')
     ax.set_xlabel('step'); ax.set_ylabel('loss (completion tokens)'); ax.set_title(title); ax.legend(); ax.grid(alpha=.3)
     fig.tight_layout()
     with atomic_write(path, 'wb', None) as f: fig.savefig(f, format='png', dpi=90)
-    plt.close(fig)
     return Path(path)
 
 # %% ../nbs/10_sft.ipynb #129eb48a
@@ -263,18 +261,14 @@ def accelerate_config(name:str,                 # a key of `ACCELERATE_CONFIGS`,
     return Path(path)
 
 # %% ../nbs/10_sft.ipynb #e852e873
-def _free_port()->int:
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
 def sft_worker(config_path:str, run_dir:str)->dict:
     "Entry point of each `accelerate launch` process: train from the run's tasks"
-    from reclm_nb.tasks import load_run_tasks
     cfg = load_config(config_path)
     setup_logging(cfg.run.log_level)
     run = RunDir(run_dir)
     tasks = load_run_tasks(run)
     epochs = [tasks[k] for k in sorted((k for k in tasks if k.startswith('train_e')), key=lambda k: int(k[7:]))]
-    return train_sft(cfg, epochs, tasks['valid'], run.stage_dir('sft'))
+    return train_sft(cfg, epochs, tasks['valid'], run.stage_dir('sft'), progress=progress_mode() == 'text')
 
 def launch_sft(cfg, run:RunDir)->dict:
     "Run `sft_worker` in `cfg.sft.num_processes` processes under `accelerate launch`"
@@ -284,7 +278,7 @@ def launch_sft(cfg, run:RunDir)->dict:
     acc = accelerate_config(name, out/'accelerate.yaml', cfg.sft.num_processes)
     launcher = out/'launch.py'
     with atomic_write(launcher) as f: f.write('import sys\nfrom reclm_nb.sft import sft_worker\nsft_worker(sys.argv[1], sys.argv[2])\n')
-    cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--config_file', str(acc), '--main_process_port', str(_free_port()),
+    cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--config_file', str(acc), '--main_process_port', str(free_port()),
            str(launcher), str(cfg_path), str(run.root)]
     env = os.environ | {'OMP_NUM_THREADS': str(cfg.run.threads), 'TOKENIZERS_PARALLELISM': 'false'}
     logger.info(f'sft: launching {cfg.sft.num_processes} processes: {" ".join(cmd)}')
@@ -294,17 +288,27 @@ def launch_sft(cfg, run:RunDir)->dict:
     m.update({k + '_launcher': v for k, v in peak_memory().items()})
     return m
 
-@stage('sft', needs=('tasks',), notebook='10_sft.ipynb', sections=('llm', 'sft'))
+# %% ../nbs/10_sft.ipynb #8e08fcd6
+def check_sft(cfg):
+    "Stop a run before it starts on impossible SFT settings"
+    s = cfg.sft
+    for k in ('batch_size', 'grad_accum', 'eval_steps', 'num_processes'):
+        if getattr(s, k) < 1: raise ConfigError(f'sft.{k} = {getattr(s, k)}: expected >= 1')
+    if not 0 < s.lr < 1: raise ConfigError(f'sft.lr = {s.lr}: expected a learning rate in (0, 1)')
+    if s.max_steps == 0 or s.max_steps < -1: raise ConfigError(f'sft.max_steps = {s.max_steps}: expected -1 (all drawn epochs) or >= 1')
+    if s.accelerate_config and s.accelerate_config not in ACCELERATE_CONFIGS and not Path(s.accelerate_config).exists():
+        raise ConfigError(f'sft.accelerate_config = {s.accelerate_config!r}: expected one of {sorted(ACCELERATE_CONFIGS)} or a YAML file')
+
 def sft_stage(cfg, run:RunDir)->dict:
     "Fine-tune the LLM on the run's tasks; saves the adapter, the merged model and the metrics"
     out = run.stage_dir('sft')
     (out/'metrics.json').unlink(missing_ok=True)
-    d = config_to_dict(cfg)
-    key = config_hash({k: d[k] for k in ('data', 'split', 'cf', 'tasks', 'llm', 'sft')} | {'seed': cfg.run.seed})
+    key = json_hash({'tasks': run.fingerprint('tasks'), 'llm': asdict(cfg.llm), 'sft': asdict(cfg.sft), 'seed': cfg.run.seed, 'version': LIBRARY_VERSION})
     ck = out/'checkpoints'
     if ck.exists() and not ((ck/'key.json').exists() and load_json(ck/'key.json').get('key') == key):
-        logger.info(f'sft: {ck} holds checkpoints of other settings; starting over'); shutil.rmtree(ck)
+        logger.info(f'sft: {ck} holds checkpoints of other tasks or settings; starting over'); shutil.rmtree(ck)
     save_json({'key': key}, ck/'key.json')
     m = launch_sft(cfg, run) if cfg.sft.num_processes > 1 else sft_worker(str(save_config(cfg, out/'config.yaml')), str(run.root))
-    keys = ('model', 'steps', 'examples_seen', 'train_seconds', 'tokens_per_second', 'best_eval_loss', 'peak_rss_mib', 'processes', 'resumed_from')
+    keys = ('model', 'dtype', 'steps', 'planned_steps', 'stopped_by_budget', 'examples_seen', 'train_seconds', 'tokens_per_second',
+            'best_eval_loss', 'peak_rss_mib', 'processes', 'resumed_from')
     return {k: m.get(k) for k in keys}

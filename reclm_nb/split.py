@@ -4,18 +4,19 @@
 
 # %% ../nbs/03_split.ipynb #47b960d8
 from __future__ import annotations
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .core import logger, atomic_path, save_json, load_json, stage, RunDir, notebook_run, run_stage
+from .core import logger, atomic_path, save_json, load_json, ConfigError
+from .stages import RunDir
 from .data import RecData, DataError, load_run_data
 
 # %% auto #0
-__all__ = ['EvalSet', 'Split', 'leave_one_out', 'time_split', 'parse_candidates', 'sample_negatives', 'Protocol', 'save_split',
-           'load_split', 'make_split', 'split_stage', 'load_run_split']
+__all__ = ['EvalSet', 'Split', 'leave_one_out', 'time_split', 'parse_candidates', 'sample_negatives', 'seeded_subset', 'Protocol',
+           'save_split', 'load_split', 'make_split', 'check_split', 'split_stage', 'load_run_split']
 
 # %% ../nbs/03_split.ipynb #fe2cf785
 @dataclass
@@ -133,6 +134,16 @@ def sample_negatives(es:EvalSet,      # examples
         out.append([item_ids[c] for c in picks])
     return out
 
+# %% ../nbs/03_split.ipynb #711a391f
+def seeded_subset(n_all:int,         # examples to choose from
+                  n:int|None,        # how many to keep (None, or n >= n_all: all of them)
+                  seed:int=0,
+                 )->list:
+    "Sorted positions of a seeded random subset of `n` out of `n_all` examples"
+    if n is None or n >= n_all: return list(range(n_all))
+    if n < 0: raise ValueError(f'subset of {n} users: expected n >= 0 or None')
+    return np.sort(np.random.default_rng(seed).choice(n_all, n, replace=False)).tolist()
+
 # %% ../nbs/03_split.ipynb #b45727ad
 @dataclass
 class Protocol:
@@ -145,12 +156,14 @@ class Protocol:
     window: int
     seed: int = 0
     history_masked: bool = True
+    dtype: str = 'float32' # the precision the model computed its scores in
     note: str = ''        # user subsets, top-K-only rankers, ...
 
     def header(self)->str:
         "One line stating the protocol"
         s = (f'Protocol: {self.dataset} | split {self.split} | candidates {self.candidates} | K {",".join(map(str, self.ks))} '
-             f'| {self.n_users} users | history window {self.window} | history {"masked" if self.history_masked else "not masked"} | seed {self.seed}')
+             f'| {self.n_users} users | history window {self.window} | history {"masked" if self.history_masked else "not masked"} '
+             f'| seed {self.seed} | dtype {self.dtype}')
         return s + (f' | {self.note}' if self.note else '')
 
 # %% ../nbs/03_split.ipynb #90f2cc42
@@ -188,7 +201,16 @@ def make_split(data:RecData, kind:str='loo', window:int=50, ratios=(0.8, 0.1, 0.
     if n: sp.candidates = {p: sample_negatives(sp.part(p), sp.item_ids, n, data.sequences, seed+k) for k, p in enumerate(('valid', 'test'))}
     return sp
 
-@stage('split', needs=('data',), notebook='03_split.ipynb', sections=('split',))
+# %% ../nbs/03_split.ipynb #d25c955d
+def check_split(cfg):
+    "Stop a run before it starts on a bad `cfg.split`"
+    c = cfg.split
+    try: parse_candidates(c.candidates)
+    except ValueError as e: raise ConfigError(f'split.candidates: {e}') from None
+    if c.window < 1: raise ConfigError(f'split.window = {c.window}: expected >= 1')
+    if c.kind == 'time' and (len(c.ratios) != 3 or any(r < 0 for r in c.ratios) or abs(sum(c.ratios) - 1) > 1e-6):
+        raise ConfigError(f'split.ratios = {c.ratios}: expected three non-negative numbers summing to 1')
+
 def split_stage(cfg, run:RunDir)->dict:
     "Split the run's dataset as `cfg.split` says and save it under `split/`"
     c = cfg.split
@@ -197,6 +219,7 @@ def split_stage(cfg, run:RunDir)->dict:
     logger.info(f'split: {sp.stats()}')
     return sp.stats()
 
+# %% ../nbs/03_split.ipynb #6fc09e33
 def load_run_split(run:RunDir)->Split:
     "The split saved in a run folder"
     return load_split(run.root/'split')

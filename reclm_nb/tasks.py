@@ -14,7 +14,8 @@ import pandas as pd
 import datasets
 from datasets import Dataset, Features, List, Value, load_from_disk
 
-from .core import logger, atomic_path, save_json, load_json, stage, RunDir, notebook_run, run_stage
+from .core import logger, atomic_path, save_json, load_json, ConfigError
+from .stages import RunDir
 from .data import load_run_data
 from .split import Split, load_run_split
 from .cf import Recommender, Popularity, load_recommender
@@ -26,7 +27,7 @@ __all__ = ['SYSTEM_PROMPT', 'PARTS', 'MAX_N', 'TASKS', 'BIGREC_TEMPLATES', 'SEQR
            'pick_template', 'make_example', 'n_train_examples', 'draw_users', 'train_users', 'eval_positions',
            'draw_position', 'require_teacher', 'build_bigrec_title', 'item_count', 'build_seqrec', 'build_seqrec_eval',
            'example_rng', 'task_counts', 'build_examples', 'to_dataset', 'describe', 'save_examples', 'resolve_teacher',
-           'tasks_stage', 'load_run_tasks']
+           'check_tasks', 'tasks_stage', 'load_run_tasks']
 
 # %% ../nbs/08_tasks.ipynb #b0a3dd04
 SYSTEM_PROMPT = 'You are an expert recommender engine.'
@@ -319,10 +320,13 @@ def save_examples(examples:list, folder:str|Path)->Path:
 def resolve_teacher(spec:str,                # a cf model name of the run, 'pop', or a teacher URL
                     run:RunDir,              # the run whose `cf/` holds the models
                     split:Split|None=None,   # for fitting 'pop' when the run has none (default: the run's split)
+                    models:list|None=None,   # the run's `cf.models` (a model saved earlier but no longer configured is refused)
                    )->tuple:
     "`(recommender, description)` for `cfg.tasks.teacher`"
     spec = str(spec)
     if spec.startswith(('http://', 'https://')): return TeacherClient(spec), spec
+    if models is not None and spec not in models and spec != 'pop':
+        raise ValueError(f"tasks.teacher {spec!r}: not one of this run's cf.models {list(models)}; add it there, or use 'pop' or a teacher URL")
     folder = run.root/'cf'/spec
     if (folder/'recommender.json').exists(): return load_recommender(folder), spec
     if spec == 'pop': return Popularity().fit(split if split is not None else load_run_split(run)), 'pop (fitted by the tasks stage)'
@@ -342,15 +346,28 @@ def _protocol(sp:Split, c, teacher:str|None, n_valid:int, n_test:int, seed:int)-
             f'valid: {_selection(c.valid_users, n_valid, len(sp.valid))} | test: {_selection(c.test_users, n_test, len(sp.test))} | '
             f'valid/test label: ground truth | train label: {label} | templates {c.templates} | seed {seed}')
 
-@stage('tasks', needs=('split', 'cf'), notebook='08_tasks.ipynb', sections=('tasks', 'llm'))
+def check_tasks(cfg)->dict:
+    "Stop a run before it starts on unknown tasks or a teacher the run cannot provide; returns the mixes"
+    c = cfg.tasks
+    if c.epochs < 1: raise ConfigError(f'tasks.epochs = {c.epochs}: expected at least 1')
+    if c.history_len < 1: raise ConfigError(f'tasks.history_len = {c.history_len}: expected at least 1')
+    try: mixes = {'train': task_counts(c.train, 'train'), 'valid': task_counts(c.valid, 'valid'), 'test': task_counts(c.test, 'test')}
+    except (KeyError, ValueError) as e: raise ConfigError(f'tasks: {e.args[0] if e.args else e}') from None
+    for t, n in mixes['train'].items():
+        try: n_train_examples(n, 1)
+        except ValueError as e: raise ConfigError(f'tasks.train.{t}: {e}') from None
+    needs = any(TASKS[t].needs_teacher for m in mixes.values() for t in m)
+    if needs and not (c.teacher in cfg.cf.models or c.teacher == 'pop' or c.teacher.startswith(('http://', 'https://'))):
+        raise ConfigError(f"tasks.teacher = {c.teacher!r}: expected one of cf.models {list(cfg.cf.models)}, 'pop' or a teacher URL http://host:port")
+    return mixes
+
 def tasks_stage(cfg, run:RunDir)->dict:
     "Draw the training epochs and the validation and test sets of `cfg.tasks`; save them under `tasks/`"
     c, seed = cfg.tasks, cfg.run.seed
-    if c.epochs < 1: raise ValueError(f'tasks.epochs {c.epochs}: expected at least 1')
-    mixes = {'train': task_counts(c.train, 'train'), 'valid': task_counts(c.valid, 'valid'), 'test': task_counts(c.test, 'test')}
+    mixes = check_tasks(cfg)
     sp = load_run_split(run)
     teacher, teacher_name = None, None
-    if any(TASKS[t].needs_teacher for m in mixes.values() for t in m): teacher, teacher_name = resolve_teacher(c.teacher, run, sp)
+    if any(TASKS[t].needs_teacher for m in mixes.values() for t in m): teacher, teacher_name = resolve_teacher(c.teacher, run, sp, cfg.cf.models)
     ctx = TaskContext(sp, unique_titles(load_run_data(run).items), teacher, c.history_len, c.idx, cfg.llm.system_prompt, c.templates)
     try:
         sets = {f'train_e{e}': build_examples(mixes['train'], ctx, 'train', seed, epoch=e) for e in range(c.epochs)}
@@ -373,6 +390,7 @@ def tasks_stage(cfg, run:RunDir)->dict:
     logger.info(f'tasks: {summary}')
     return summary
 
+# %% ../nbs/08_tasks.ipynb #0d2af32a
 def load_run_tasks(run:RunDir|str|Path)->dict:
     "The run's drawn sets, name -> `Dataset` (`train_e0`, ..., `valid`, `test`)"
     root = run.root if isinstance(run, RunDir) else Path(run)

@@ -4,8 +4,7 @@
 
 # %% ../nbs/06_teacher.ipynb #cdd335f7
 from __future__ import annotations
-import asyncio, json, os, socket, threading, time
-from concurrent.futures import ThreadPoolExecutor
+import asyncio, json, os, time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,26 +15,17 @@ import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from .core import logger, load_json, RunDir
+from .core import logger, load_json
+from .stages import RunDir
+from .http import MicroBatcher, JSONClient, RequestError, bad_request, is_int, check_port, KEEP_ALIVE
 from .cf import Recommender, load_recommender
 
 # %% auto #0
-__all__ = ['FIELDS', 'KEEP_ALIVE', 'ENV_RUN', 'ENV_MODEL', 'ENV_MAX_BATCH', 'ENV_MAX_WAIT', 'WORKER_STARTUP', 'RequestError',
-           'TeacherRequest', 'known_categories', 'parse_request', 'answer_batch', 'MicroBatcher', 'Batcher', 'make_app',
-           'free_port', 'BackgroundServer', 'TeacherClient', 'load_teacher', 'serve']
+__all__ = ['FIELDS', 'ENV_RUN', 'ENV_MODEL', 'ENV_MAX_BATCH', 'ENV_MAX_WAIT', 'WORKER_STARTUP', 'TeacherRequest',
+           'known_categories', 'parse_request', 'answer_batch', 'Batcher', 'make_app', 'TeacherClient', 'load_teacher',
+           'serve']
 
 # %% ../nbs/06_teacher.ipynb #316e2d06
-class RequestError(ValueError):
-    "A bad teacher request: names the offending `field` and `value`; the server answers it with HTTP `status`"
-    def __init__(self, field:str, value, msg:str, status:int=400):
-        self.field, self.value, self.status = field, _short(value), status
-        super().__init__(f'{field}: {msg} (got {self.value})')
-    def payload(self)->dict: return {'detail': str(self), 'field': self.field, 'value': self.value}
-
-def _short(value, n:int=80)->str:
-    s = repr(value)
-    return s if len(s) <= n else s[:n-3] + '...'
-
 @dataclass
 class TeacherRequest:
     "One validated `/inference` or `/ranking` request; item and user ids are strings"
@@ -53,30 +43,28 @@ class TeacherRequest:
 # %% ../nbs/06_teacher.ipynb #3e0dc1be
 FIELDS = ('users', 'item_lengths', 'item_lists', 'k', 'immediately', 'candidate_item_lists', 'target_category', 'exclude_item_lists')
 
-def _is_int(x)->bool: return isinstance(x, int) and not isinstance(x, bool)
-
 def _per_user(value, field:str, n:int)->list:
     if not isinstance(value, list) or len(value) != n:
-        raise RequestError(field, value, f'expected a list with one entry per user ({n}, like item_lists)')
+        raise bad_request(field, value, f'expected a list with one entry per user ({n}, like item_lists)')
     return value
 
 def _ids(value, field:str, index:dict, allow_empty:bool=False)->list:
     "A list of item ids as the catalogue's strings; an id of the wrong type or outside the catalogue is an error"
-    if not isinstance(value, list): raise RequestError(field, value, 'expected a list of item ids')
-    if not value and not allow_empty: raise RequestError(field, value, 'empty: expected at least one item id')
-    out = [i if type(i) is str else str(i) if _is_int(i) else None for i in value]
+    if not isinstance(value, list): raise bad_request(field, value, 'expected a list of item ids')
+    if not value and not allow_empty: raise bad_request(field, value, 'empty: expected at least one item id')
+    out = [i if type(i) is str else str(i) if is_int(i) else None for i in value]
     if None in out or any(i not in index for i in out):
         for j, (raw, i) in enumerate(zip(value, out)):
-            if i is None: raise RequestError(f'{field}[{j}]', raw, 'expected an item id (a string or an integer)')
-            if i not in index: raise RequestError(f'{field}[{j}]', raw, f'unknown item id (not in the {len(index)}-item catalogue)')
+            if i is None: raise bad_request(f'{field}[{j}]', raw, 'expected an item id (a string or an integer)')
+            if i not in index: raise bad_request(f'{field}[{j}]', raw, f'unknown item id (not in the {len(index)}-item catalogue)')
     return out
 
 def _category(value, field:str, known)->str|None:
     if value is None or value == '': return None
-    if not isinstance(value, str): raise RequestError(field, value, "expected '+NAME', '-NAME' or null")
-    if len(value) < 2 or value[0] not in '+-': raise RequestError(field, value, "expected '+NAME' (only items of NAME) or '-NAME' (no items of NAME)")
-    if not known: raise RequestError(field, value, 'the served model has no item categories')
-    if value[1:] not in known: raise RequestError(field, value, f'unknown category {value[1:]!r} ({len(known)} known, e.g. {sorted(known)[:5]})')
+    if not isinstance(value, str): raise bad_request(field, value, "expected '+NAME', '-NAME' or null")
+    if len(value) < 2 or value[0] not in '+-': raise bad_request(field, value, "expected '+NAME' (only items of NAME) or '-NAME' (no items of NAME)")
+    if not known: raise bad_request(field, value, 'the served model has no item categories')
+    if value[1:] not in known: raise bad_request(field, value, f'unknown category {value[1:]!r} ({len(known)} known, e.g. {sorted(known)[:5]})')
     return value
 
 def known_categories(model:Recommender)->dict:
@@ -94,37 +82,37 @@ def parse_request(body,                     # the decoded JSON body
                   categories:dict|None=None,# the known categories (default: computed from `model`)
                   max_rows:int=4096,        # most users in one request
                  )->TeacherRequest:
-    "Validate a RecLM-gen teacher request against `model`; raises `RequestError` naming the field and value"
-    if not isinstance(body, dict): raise RequestError('body', body, 'expected a JSON object')
+    "Validate a RecLM-gen teacher request against `model`; raises a `RequestError` naming the field and value"
+    if not isinstance(body, dict): raise bad_request('body', body, 'expected a JSON object')
     unknown = sorted(set(body) - set(FIELDS))
-    if unknown: raise RequestError(unknown[0], body[unknown[0]], f'unknown field; allowed: {list(FIELDS)}')
+    if unknown: raise bad_request(unknown[0], body[unknown[0]], f'unknown field; allowed: {list(FIELDS)}')
     index = model.item_index
     known = known_categories(model) if categories is None else categories
     lists = body.get('item_lists')
-    if not isinstance(lists, list) or not lists: raise RequestError('item_lists', lists, 'expected a non-empty list of item-id lists, one per user')
+    if not isinstance(lists, list) or not lists: raise bad_request('item_lists', lists, 'expected a non-empty list of item-id lists, one per user')
     n = len(lists)
-    if n > max_rows: raise RequestError('item_lists', f'{n} lists', f'at most {max_rows} users per request', 413)
+    if n > max_rows: raise bad_request('item_lists', f'{n} lists', f'at most {max_rows} users per request', 413)
     if body.get('item_lengths') is not None:
         lengths = _per_user(body['item_lengths'], 'item_lengths', n)
         for u, (L, x) in enumerate(zip(lengths, lists)):
-            if not _is_int(L): raise RequestError(f'item_lengths[{u}]', L, 'expected an integer')
-            if not isinstance(x, list): raise RequestError(f'item_lists[{u}]', x, 'expected a list of item ids')
-            if not 1 <= L <= len(x): raise RequestError(f'item_lengths[{u}]', L, f'expected 1 <= length <= len(item_lists[{u}]) = {len(x)}')
+            if not is_int(L): raise bad_request(f'item_lengths[{u}]', L, 'expected an integer')
+            if not isinstance(x, list): raise bad_request(f'item_lists[{u}]', x, 'expected a list of item ids')
+            if not 1 <= L <= len(x): raise bad_request(f'item_lengths[{u}]', L, f'expected 1 <= length <= len(item_lists[{u}]) = {len(x)}')
         lists = [x[:L] for x, L in zip(lists, lengths)]
     histories = [_ids(x, f'item_lists[{u}]', index) for u, x in enumerate(lists)]
     users = body.get('users')
     if users is not None:
         users = _per_user(users, 'users', n)
         for u, x in enumerate(users):
-            if x is not None and not (_is_int(x) or isinstance(x, str)): raise RequestError(f'users[{u}]', x, 'expected a user id (a string or an integer) or null')
+            if x is not None and not (is_int(x) or isinstance(x, str)): raise bad_request(f'users[{u}]', x, 'expected a user id (a string or an integer) or null')
         users = [None if x is None else str(x) for x in users]
     k = body.get('k')
-    if k is None and not ranking: raise RequestError('k', k, 'required: the length of the top-k lists')
+    if k is None and not ranking: raise bad_request('k', k, 'required: the length of the top-k lists')
     if k is not None:
-        if not _is_int(k): raise RequestError('k', k, 'expected an integer')
-        if not 1 <= k <= model.n_items: raise RequestError('k', k, f'expected 1 <= k <= {model.n_items} (the catalogue size)')
+        if not is_int(k): raise bad_request('k', k, 'expected an integer')
+        if not 1 <= k <= model.n_items: raise bad_request('k', k, f'expected 1 <= k <= {model.n_items} (the catalogue size)')
     cands = body.get('candidate_item_lists')
-    if cands is None and ranking: raise RequestError('candidate_item_lists', cands, 'required by /ranking: per user, the items to rank')
+    if cands is None and ranking: raise bad_request('candidate_item_lists', cands, 'required by /ranking: per user, the items to rank')
     if cands is not None:
         cands = [None if c is None and not ranking else _ids(c, f'candidate_item_lists[{u}]', index, allow_empty=True)
                  for u, c in enumerate(_per_user(cands, 'candidate_item_lists', n))]
@@ -135,10 +123,10 @@ def parse_request(body,                     # the decoded JSON body
         if all(c is None for c in cats) or ranking: cats = None  # /ranking ranks among all items: the category is checked, not applied
     exclude = body.get('exclude_item_lists')
     if exclude is not None:
-        if ranking: raise RequestError('exclude_item_lists', exclude, '/ranking always ranks with the history excluded')
+        if ranking: raise bad_request('exclude_item_lists', exclude, '/ranking always ranks with the history excluded')
         exclude = [_ids(e, f'exclude_item_lists[{u}]', index, allow_empty=True) for u, e in enumerate(_per_user(exclude, 'exclude_item_lists', n))]
     now = body.get('immediately')
-    if now is not None and not (isinstance(now, bool) or now in (0, 1)): raise RequestError('immediately', now, 'expected true or false')
+    if now is not None and not (isinstance(now, bool) or now in (0, 1)): raise bad_request('immediately', now, 'expected true or false')
     return TeacherRequest('ranking' if ranking else 'inference', histories, users, k, cands, cats, exclude, bool(now))
 
 # %% ../nbs/06_teacher.ipynb #61b2a6ea
@@ -179,81 +167,6 @@ def answer_batch(model:Recommender, # the served model
         return out
 
 # %% ../nbs/06_teacher.ipynb #f4826023
-class MicroBatcher:
-    "Gathers concurrent requests (each with a size `n`) into micro-batches answered by `answer(requests)` on one worker thread"
-    def __init__(self, answer,                 # fn(list of requests) -> one result (or exception) per request
-                 max_size:int,                 # most request sizes summed into one batch
-                 max_wait_ms:float,            # most ms the first request of a batch waits for company
-                 max_queue:int=10_000,         # most waiting requests before new ones are refused
-                 name:str='reclm_nb_batcher',  # the worker thread's name
-                 size_name:str='inputs',       # what `stats` calls the summed request sizes
-                ):
-        self.answer, self.max_size, self.max_wait, self.max_queue = answer, max_size, max_wait_ms/1000, max_queue
-        self.size_name = size_name
-        self.stats = {'requests': 0, size_name: 0, 'batches': 0, 'largest_batch': 0, 'bad_requests': 0, 'errors': 0}
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix=name)
-        self._loop = self._queue = self._task = None
-        self._current = []  # the batch being gathered or computed
-
-    # what subclasses decide
-    def overloaded(self)->Exception: return RuntimeError('overloaded; retry later')
-    def stopping(self)->Exception: return RuntimeError('stopping; retry later')
-    def wait_more(self, jobs:list)->bool: return True   # may the batch keep waiting for more requests?
-    def record(self, jobs:list, n:int):                 # statistics of one answered batch (`n`: its summed sizes)
-        st = self.stats
-        st['requests'] += len(jobs); st[self.size_name] += n; st['batches'] += 1; st['largest_batch'] = max(st['largest_batch'], n)
-
-    def start(self):
-        "Start the worker on the running event loop (again, if the loop changed or the worker stopped)"
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop: self._loop, self._queue = loop, asyncio.Queue(self.max_queue)
-        if self._task is None or self._task.done(): self._task = loop.create_task(self._work())
-        return self
-
-    async def submit(self, req):
-        "The answer to `req`, computed in some batch"
-        self.start()
-        fut = self._loop.create_future()
-        try: self._queue.put_nowait((req, fut))
-        except asyncio.QueueFull: raise self.overloaded() from None
-        return await fut
-
-    async def _gather(self)->list:
-        self._current = jobs = [await self._queue.get()]
-        n, deadline = jobs[0][0].n, self._loop.time() + self.max_wait
-        while n < self.max_size:
-            if not self._queue.empty(): job = self._queue.get_nowait()
-            else:
-                left = deadline - self._loop.time()
-                if left <= 0 or not self.wait_more(jobs): break
-                try: job = await asyncio.wait_for(self._queue.get(), left)
-                except asyncio.TimeoutError: break
-            jobs.append(job); n += job[0].n
-        return [(r, f) for r, f in jobs if not f.done()]  # drop requests whose client gave up
-
-    async def _work(self):
-        while True:
-            jobs = await self._gather()
-            if not jobs: continue
-            try: results = await self._loop.run_in_executor(self._pool, self.answer, [r for r, _ in jobs])
-            except Exception as e: results = [e]*len(jobs)
-            self.record(jobs, sum(r.n for r, _ in jobs))
-            for (r, fut), res in zip(jobs, results):
-                if fut.done(): continue
-                if isinstance(res, BaseException): fut.set_exception(res)
-                else: fut.set_result(res)
-            self._current = []
-
-    async def close(self):
-        "Stop the worker; waiting requests fail with `stopping()`"
-        if self._task is not None: self._task.cancel()
-        waiting = list(self._current)
-        while self._queue is not None and not self._queue.empty(): waiting.append(self._queue.get_nowait())
-        for _, fut in waiting:
-            if not fut.done(): fut.set_exception(self.stopping())
-        self._current = []
-        self._pool.shutdown(wait=False)
-
 class Batcher(MicroBatcher):
     "Gathers concurrent teacher requests into micro-batches answered by `answer_batch` on one worker thread"
     def __init__(self, model:Recommender,  # the served model
@@ -265,8 +178,8 @@ class Batcher(MicroBatcher):
         self.model, self.max_rows = model, max_rows
         self.arriving = 0  # requests being read and checked right now: worth waiting for
 
-    def overloaded(self): return RequestError('queue', self._queue.qsize(), 'the teacher is overloaded; retry later', 503)
-    def stopping(self): return RequestError('server', 'shutting down', 'the teacher is stopping; retry later', 503)
+    def overloaded(self): return bad_request('queue', self._queue.qsize(), 'the teacher is overloaded; retry later', 503)
+    def stopping(self): return bad_request('server', 'shutting down', 'the teacher is stopping; retry later', 503)
     def wait_more(self, jobs): return bool(self.arriving) and not any(r.immediately for r, _ in jobs)
 
 # %% ../nbs/06_teacher.ipynb #e0c12799
@@ -297,7 +210,7 @@ def make_app(model:Recommender,      # the teacher: any trained recommender
         try:
             raw = await request.body()
             try: body = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError) as e: raise RequestError('body', raw[:40], f'malformed JSON ({e})') from None
+            except (UnicodeDecodeError, json.JSONDecodeError) as e: raise bad_request('body', raw[:40], f'malformed JSON ({e})') from None
             return parse_request(body, model, ranking, categories, max_rows)
         finally: batcher.arriving -= 1
 
@@ -335,79 +248,27 @@ def make_app(model:Recommender,      # the teacher: any trained recommender
     async def categories_(): return {'categories': categories}
     return app
 
-# %% ../nbs/06_teacher.ipynb #b52d872a
-KEEP_ALIVE = 60  # seconds an idle client connection stays open (uvicorn's 5 s races with clients that pause between batches)
-
-def free_port(host:str='127.0.0.1')->int:
-    "A TCP port on `host` that nothing listens on right now"
-    with socket.socket() as s: s.bind((host, 0)); return s.getsockname()[1]
-
-class BackgroundServer:
-    "Run an ASGI `app` with uvicorn on a daemon thread: `with BackgroundServer(app) as srv: ... srv.url ...`"
-    def __init__(self, app,                   # the ASGI app (e.g. from `make_app`)
-                 host:str='127.0.0.1',         # interface to listen on
-                 port:int=0,                   # 0: any free port
-                 log_level:str='warning'):
-        self.host, self.thread = host, None
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, timeout_keep_alive=KEEP_ALIVE))
-    def start(self, timeout:float=30)->BackgroundServer:
-        "Start serving; returns once the socket listens"
-        self.thread = threading.Thread(target=self.server.run, daemon=True, name='reclm_nb_teacher_server')
-        self.thread.start()
-        t0 = time.monotonic()
-        while not self.server.started:
-            if not self.thread.is_alive(): raise RuntimeError(f'the server on {self.host} did not start (port in use? see the log above)')
-            if time.monotonic() - t0 > timeout: self.stop(); raise TimeoutError(f'the server on {self.host} did not start within {timeout} s')
-            time.sleep(0.01)
-        return self
-    @property
-    def port(self)->int: return self.server.servers[0].sockets[0].getsockname()[1]
-    @property
-    def url(self)->str: return f'http://{self.host}:{self.port}'
-    def stop(self, timeout:float=10):
-        "Ask uvicorn to exit and wait for the thread"
-        self.server.should_exit = True
-        if self.thread is not None: self.thread.join(timeout)
-    def __enter__(self): return self.start()
-    def __exit__(self, *exc): self.stop()
-
 # %% ../nbs/06_teacher.ipynb #c49c08c9
 class TeacherClient(Recommender):
     "A `Recommender` answered by a teacher server over HTTP, with retries and backoff"
     kind = 'teacher'
     def __init__(self, base_url:str='http://127.0.0.1:12621', # the server
-                 timeout:float=10,    # seconds per HTTP request
-                 retries:int=3,       # extra attempts after a connection error, timeout or 5xx
-                 backoff:float=0.5,   # seconds before the first retry; doubles each time
-                 batch_size:int=512,  # most users per HTTP request
+                 timeout:float=10,       # seconds per HTTP request
+                 retries:int=3,          # extra attempts after a connection error, timeout, 408/409/429 or 5xx
+                 backoff:float=0.5,      # seconds before the first retry; doubles each time (with jitter)
+                 max_backoff:float=30.0, # longest wait between attempts
+                 batch_size:int=512,     # most users per HTTP request
                 ):
-        self.base_url, self.retries, self.backoff, self.batch_size = base_url.rstrip('/'), retries, backoff, batch_size
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self._client = JSONClient(base_url, 'teacher', timeout, retries, backoff, max_backoff)
+        self.base_url, self.batch_size = self._client.base_url, batch_size
         super().__init__()
 
     @property
     def item_ids(self)->list:
-        if self._item_ids is None: self._item_ids = list(self._call('GET', '/items')['item_ids'])
+        if self._item_ids is None: self._item_ids = list(self._client.get('/items')['item_ids'])
         return self._item_ids
     @item_ids.setter
     def item_ids(self, value): self._item_ids = list(value) if value else None
-
-    def _call(self, method:str, path:str, body:dict|None=None):
-        err = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                delay = self.backoff * 2**(attempt-1)
-                logger.warning(f'teacher {self.base_url}{path}: {err}; retry {attempt}/{self.retries} in {delay:.2f} s')
-                time.sleep(delay)
-            try: r = self._http.request(method, path, json=body)
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as e:
-                err = f'{type(e).__name__}: {e}'; continue
-            if r.status_code < 400: return r.json()
-            try: msg = r.json().get('detail', r.text)
-            except ValueError: msg = r.text[:500]
-            if r.status_code < 500: raise ValueError(f'teacher {path}: HTTP {r.status_code}: {msg}')
-            err = f'HTTP {r.status_code}: {msg}'
-        raise ConnectionError(f'teacher {self.base_url}{path}: no answer after {self.retries + 1} attempt(s); last error: {err}')
 
     def _chunks(self, n:int): return [slice(lo, lo + self.batch_size) for lo in range(0, n, self.batch_size)]
 
@@ -429,7 +290,7 @@ class TeacherClient(Recommender):
             if category: body['target_category'] = [category]*n if isinstance(category, str) else list(category[sl])
             if exclude_history is False: body['exclude_item_lists'] = [[] for _ in range(n)]
             elif exclude_history is not True: body['exclude_item_lists'] = [[str(i) for i in e] for e in exclude_history[sl]]
-            out += self._call('POST', '/inference', body)['inference']
+            out += self._client.post('/inference', body)['inference']
         return out
 
     def rank(self, histories:list,   # per user, item ids
@@ -441,15 +302,15 @@ class TeacherClient(Recommender):
         for sl in self._chunks(len(histories)):
             body = {'item_lists': [[str(i) for i in h] for h in histories[sl]], 'candidate_item_lists': [[str(i) for i in c] for c in candidates[sl]]}
             if users is not None: body['users'] = [None if u is None else str(u) for u in users[sl]]
-            out += self._call('POST', '/ranking', body)['ranking']
+            out += self._client.post('/ranking', body)['ranking']
         return out
 
     def info(self)->dict:
         "The server's `/info`: model kind, catalogue size, dataset, protocol, batching counters"
-        return self._call('GET', '/info')
+        return self._client.get('/info')
     def health(self)->bool:
         "Does the server answer `/health` right now? (one attempt, no retries)"
-        try: return self._http.get('/health').json() == {'status': 'ok'}
+        try: return self._client.http.get('/health').json() == {'status': 'ok'}
         except (httpx.HTTPError, ValueError): return False
     def wait(self, timeout:float=30, every:float=0.1)->TeacherClient:
         "Poll `/health` until the server answers; `TimeoutError` after `timeout` seconds"
@@ -459,7 +320,7 @@ class TeacherClient(Recommender):
             time.sleep(every)
         return self
     def save(self, folder): raise NotImplementedError('a TeacherClient is a connection, not a model: save the served model instead')
-    def close(self): self._http.close()
+    def close(self): self._client.close()
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
     def __repr__(self): return f'TeacherClient({self.base_url!r})'
@@ -506,13 +367,6 @@ def _app_from_env()->FastAPI:
     return make_app(*load_teacher(run, os.environ.get(ENV_MODEL) or 'sasrec'),
                     max_batch=int(os.environ.get(ENV_MAX_BATCH) or 256), max_wait_ms=float(os.environ.get(ENV_MAX_WAIT) or 2.0))
 
-def _check_port(host:str, port:int):
-    if port == 0: return
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a port in TIME_WAIT is free
-        try: s.bind((host, port))
-        except OSError as e: raise ValueError(f'teacher: cannot listen on {host}:{port} ({e.strerror}); is another server using it? pick another --port') from None
-
 def serve(run_dir:str|Path|RunDir,   # a run folder with a finished cf stage
           model:str='sasrec',         # which of the run's models
           host:str='127.0.0.1',       # interface to listen on (0.0.0.0 exposes the teacher to the network)
@@ -523,11 +377,11 @@ def serve(run_dir:str|Path|RunDir,   # a run folder with a finished cf stage
           log_level:str='info',       # uvicorn's log level
          ):
     "Serve the run's `model` as the RecLM-gen teacher until stopped (blocks)"
-    if not _is_int(workers) or workers < 1: raise ValueError(f'workers={workers!r}: expected an integer >= 1')
-    if not _is_int(port) or not 0 <= port < 65536: raise ValueError(f'port={port!r}: expected an integer in 0..65535')
+    if not is_int(workers) or workers < 1: raise ValueError(f'workers={workers!r}: expected an integer >= 1')
+    if not is_int(port) or not 0 <= port < 65536: raise ValueError(f'port={port!r}: expected an integer in 0..65535')
     root = _run_root(run_dir).resolve()
     rec, info = load_teacher(root, model)
-    _check_port(host, port)
+    check_port(host, port, 'teacher')
     logger.info(f'teacher: serving {model} ({rec.n_items} items) from {root} on http://{host}:{port} with {workers} worker(s)')
     if workers == 1:
         uvicorn.run(make_app(rec, info, max_batch, max_wait_ms), host=host, port=port, log_level=log_level.lower(), access_log=False,

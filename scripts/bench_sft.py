@@ -30,7 +30,7 @@ TARGET = {'ratio_tokens_per_second_min': 2.0}
 
 def make_examples(n:int, seed:int, path:Path):
     "Write `n` SeqRec training examples (popularity teacher, ML-100K) as a saved HF dataset"
-    from reclm_nb.data import load_ml100k
+    from reclm_nb.sources import load_ml100k
     from reclm_nb.split import leave_one_out
     from reclm_nb.cf import Popularity
     from reclm_nb.tasks import TaskContext, build_examples, to_dataset, unique_titles

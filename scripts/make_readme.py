@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 "Render nbs/index.ipynb as README.md without Quarto: markdown cells as they are, code cells fenced, text outputs below them."
-import argparse, os, sys, tempfile
+import argparse, os, tempfile
 from pathlib import Path
 import nbformat
 

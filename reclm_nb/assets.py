@@ -4,16 +4,16 @@
 
 # %% ../nbs/01_assets.ipynb #040f580f
 from __future__ import annotations
-import hashlib, shutil, subprocess, sys, tempfile, zipfile
+import shutil, subprocess, sys, tempfile, zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .core import logger, cache_dir, atomic_path, save_json, load_json
+from .core import logger, cache_dir, atomic_path, save_json, load_json, sha256_file
 
 # %% auto #0
-__all__ = ['ASSETS', 'MODEL_ASSETS', 'Asset', 'AssetError', 'sha256_file', 'asset_dir', 'check_asset', 'fetch_asset',
-           'unpack_asset', 'asset_path', 'gguf_to_hf', 'model_path', 'asset_table']
+__all__ = ['ASSETS', 'MODEL_ASSETS', 'Asset', 'AssetError', 'asset_dir', 'check_asset', 'fetch_asset', 'unpack_asset',
+           'asset_path', 'gguf_to_hf', 'model_path', 'asset_table']
 
 # %% ../nbs/01_assets.ipynb #a79f238c
 @dataclass
@@ -55,13 +55,6 @@ ASSETS = {a.name: a for a in [
 # %% ../nbs/01_assets.ipynb #442dc668
 class AssetError(RuntimeError):
     "An embedded asset is missing, corrupt, or could not be fetched"
-
-def sha256_file(path:str|Path, chunk:int=1<<20)->str:
-    "Hex sha256 of a file, read in chunks"
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        while b := f.read(chunk): h.update(b)
-    return h.hexdigest()
 
 def asset_dir(name:str)->Path:
     "The cache folder of asset `name` (it may not exist yet)"

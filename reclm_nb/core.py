@@ -18,8 +18,8 @@ from tqdm.auto import tqdm as tqdm_auto
 
 # %% auto #0
 __all__ = ['logger', 'RECIPES', 'PROGRESS_ENV', 'setup_logging', 'set_seed', 'set_threads', 'pick_device', 'atomic_write',
-           'atomic_path', 'save_json', 'load_json', 'RunCfg', 'DataCfg', 'SplitCfg', 'CFCfg', 'EvalCfg', 'TasksCfg',
-           'LLMCfg', 'SFTCfg', 'Config', 'ConfigError', 'config_from_dict', 'config_to_dict', 'config_hash',
+           'atomic_path', 'save_json', 'load_json', 'sha256_file', 'RunCfg', 'DataCfg', 'SplitCfg', 'CFCfg', 'EvalCfg',
+           'TasksCfg', 'LLMCfg', 'SFTCfg', 'Config', 'ConfigError', 'config_from_dict', 'config_to_dict', 'config_hash',
            'apply_overrides', 'load_config', 'save_config', 'recipe_config', 'progress_mode', 'progress', 'cache_dir']
 
 # %% ../nbs/00_core.ipynb #ae7a3424
@@ -119,6 +119,13 @@ def _json_default(o):
     if is_dataclass(o): return asdict(o)
     raise TypeError(f'cannot write {type(o).__name__} as JSON')
 
+def sha256_file(path:str|Path, chunk:int=1<<20)->str:
+    "Hex sha256 of a file's bytes, read in chunks"
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        while b := f.read(chunk): h.update(b)
+    return h.hexdigest()
+
 # %% ../nbs/00_core.ipynb #c9edf03d
 _STRICT = ConfigDict(extra='forbid')   # unknown keys are errors (pydantic reads this off each dataclass)
 
@@ -184,6 +191,7 @@ class EvalCfg:
     embedder: str = 'minilm-l6-v2' # grounding embedder: the embedded MiniLM, a folder or a hub id
     max_new_tokens: int = 32       # free generation length for grounding
     llm_batch_size: int = 8        # prompts per generation batch
+    dtype: Literal['auto', 'bf16', 'fp16', 'fp32'] = 'auto'  # decoding precision; auto: fp32 on a CPU (exact: batched = one user), bf16 on a GPU
 
 @dataclass
 class TasksCfg:
@@ -362,7 +370,7 @@ def recipe_config(recipe:str,        # a recipe name (see `RECIPES`) or a path t
     if Path(recipe).suffix in ('.yaml', '.yml') or Path(recipe).exists(): return load_config(recipe, overrides)
     raise ConfigError(f'unknown recipe {recipe!r}: expected one of {sorted(RECIPES)} or a path to a YAML file')
 
-# %% ../nbs/00_core.ipynb #9e759e1e
+# %% ../nbs/00_core.ipynb #679ac5af
 PROGRESS_ENV = 'RECLM_NB_PROGRESS'
 
 def progress_mode()->str:

@@ -109,7 +109,7 @@ def evaluate(rec:Recommender,            # the model
     secs = time.time() - t0 + float(getattr(rec, 'reused_seconds', 0.0) or 0.0)  # work shared with another method is charged to both
     table = table or (proto.split if len(es) == n_all else f'{proto.split} ({len(es)} users)')
     row = lambda metric, k, v: {'method': name, 'dataset': split.dataset, 'split': proto.split, 'table': table, 'candidates': candidates,
-                                'metric': metric, 'k': k, 'value': float(v), 'n_users': len(es)}
+                                'metric': metric, 'k': k, 'value': float(v), 'n_users': len(es), 'dtype': dtype}
     rows = [row(m.split('@')[0], int(m.split('@')[1]), v.mean()) for m, v in per_user.items()]
     rows.append(row('seconds_per_user', 0, secs/max(len(es), 1)))
     if getattr(rec, 'validity', None) is not None: rows.append(row('validity', 0, rec.validity))
@@ -338,14 +338,20 @@ def evaluate_stage(cfg, run:RunDir)->dict:
     "Evaluate the run's cf models (and, with `eval.llm_models`, the LLM recommenders) and save the tidy results"
     sp, models = load_run_split(run), load_run_models(run, cfg.cf.models)
     if not models and not cfg.eval.llm_models: raise ValueError('evaluate: cf.models and eval.llm_models are both empty; nothing to evaluate')
-    tables, protocols = [], {}
+    tables, protocols, dtypes = [], {}, {}
     def add(r:EvalResult):
-        tables.append(r.table); protocols[r.table.table.iloc[0]] = r.protocol.header()
+        t = r.table.table.iloc[0]
+        tables.append(r.table); protocols.setdefault(t, r.protocol.header())
+        dtypes.setdefault(t, {}).setdefault(r.protocol.dtype, []).append(r.table.method.iloc[0])
     for part in cfg.eval.splits:
         for name, model in models.items():
             add(evaluate(model, sp, part, cfg.eval.ks, cfg.split.candidates, cfg.eval.max_users, cfg.eval.seed, method=name))
     extra = {}
     if cfg.eval.llm_models: extra = evaluate_llms(cfg, run, sp, models, add)
+    for t, by in dtypes.items():   # a table of cf models and LLMs: say which computed in which precision
+        if len(by) > 1:
+            which = '; '.join(f"{d} for {', '.join(ms)}" for d, ms in by.items())
+            protocols[t] = protocols[t].replace(f'| dtype {next(iter(by))} ', f'| dtype {which} ')
     results = pd.concat(tables, ignore_index=True)
     out = run.stage_dir('evaluate')
     with atomic_path(out/'results.parquet') as tmp: results.to_parquet(tmp, index=False)

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Callable
 
 from . import __version__
-from .core import (logger, Config, ConfigError, config_to_dict, load_config, recipe_config, save_json, load_json,
+from .core import (logger, Config, ConfigError, config_to_dict, load_config, recipe_config, save_json, load_json, sha256_file,
                            set_seed, set_threads, setup_logging)
 
 # %% auto #0
 __all__ = ['STAGES', 'LIBRARY_VERSION', 'RunDir', 'Stage', 'resolve', 'get_stage', 'stage_needs', 'plan', 'check_config',
-           'sha256_of', 'json_hash', 'file_records', 'records_fingerprint', 'path_fingerprint', 'stage_writes',
-           'stage_inputs', 'why_stale', 'stage_is_current', 'clear_stage', 'run_stage', 'notebook_run']
+           'json_hash', 'file_records', 'records_fingerprint', 'path_fingerprint', 'stage_writes', 'stage_inputs',
+           'why_stale', 'stage_is_current', 'clear_stage', 'run_stage', 'notebook_run']
 
 # %% ../nbs/00b_stages.ipynb #7965bbed
 class RunDir:
@@ -55,7 +55,8 @@ def _evaluates_sft(cfg)->bool: return 'sft' in cfg.eval.llm_models
 def _evaluates_llms(cfg)->bool: return bool(cfg.eval.llm_models)
 
 _GEN_READS = ('llm', 'tasks.history_len', 'split.candidates') + tuple(f'eval.{k}' for k in (
-    'llm_models', 'llm_methods', 'llm_users', 'gamma_users', 'seed', 'backend', 'num_beams', 'length_penalty', 'max_new_tokens', 'llm_batch_size'))
+    'llm_models', 'llm_methods', 'llm_users', 'gamma_users', 'seed', 'backend', 'num_beams', 'length_penalty', 'max_new_tokens', 'llm_batch_size',
+    'dtype', 'ks'))
 
 STAGES = {s.name: s for s in [
     Stage('data', '02a_sources.ipynb', 'reclm_nb.sources:data_stage', ('data',),
@@ -115,13 +116,6 @@ def check_config(cfg:Config)->list:
 # %% ../nbs/00b_stages.ipynb #15ae1034
 LIBRARY_VERSION = __version__
 
-def sha256_of(path:str|Path, chunk:int=1<<20)->str:
-    "Hex sha256 of a file's bytes"
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        while b := f.read(chunk): h.update(b)
-    return h.hexdigest()
-
 def json_hash(obj)->str:
     "A stable short hash of a JSON-able value"
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -139,7 +133,7 @@ def file_records(folder:Path,          # the stage folder
             if not p.is_file() or rel == 'done.json' or any(part.startswith('.') for part in Path(rel).parts): continue
             st = p.stat()
             prev = old.get(rel)
-            sha = prev[2] if prev and prev[:2] == [st.st_size, st.st_mtime_ns] else sha256_of(p)
+            sha = prev[2] if prev and prev[:2] == [st.st_size, st.st_mtime_ns] else sha256_file(p)
             out[rel] = [st.st_size, st.st_mtime_ns, sha]
     return dict(sorted(out.items()))
 
@@ -162,7 +156,7 @@ def path_fingerprint(path:str|Path,          # a file or a folder
         st = p.stat()
         big = st.st_size > max_bytes
         k = (str(p.resolve()), st.st_size, st.st_mtime_ns, big)
-        if k not in _PATH_MEMO: _PATH_MEMO[k] = f'stat:{st.st_size}:{st.st_mtime_ns}' if big else sha256_of(p)
+        if k not in _PATH_MEMO: _PATH_MEMO[k] = f'stat:{st.st_size}:{st.st_mtime_ns}' if big else sha256_file(p)
         parts.append([p.relative_to(path).as_posix() if p != path else p.name, _PATH_MEMO[k]])
     return json_hash(parts)
 

@@ -49,6 +49,9 @@ def test_smoke_run_produces_report(tmp_path):
     for w in ('zero-shot', 'sft'):   # the shared texts are charged to every grounding method that ranks from them
         for m in ('ground', 'ground+pop', 'ground+cf'): assert spu[f'{w} {m}'] >= 0.5 * gen_cost[w], (w, m, spu[f'{w} {m}'], gen_cost[w])
     assert f'## {LLM_TABLE}' in report and 'dtype float32' in report
+    llm_dtype = json.loads((run/'evaluate'/'llm.json').read_text())['dtype']   # bf16 where the CPU runs it natively, else fp32
+    if llm_dtype != 'float32': assert f'| dtype float32 for pop, sasrec, biasmf, lightgcn, ncf; {llm_dtype} for zero-shot beam' in report
+    else: assert '| K 5,10,20 | 8 users | history window 50 | history masked | seed 0 | dtype float32 |' in report
     assert 'top-K lists only' in report and '## LLM recommenders' in report
     gam = json.loads((run/'evaluate'/'llm.json').read_text())['gamma']
     assert set(gam) == {'zero-shot ground+pop', 'zero-shot ground+cf', 'sft ground+pop', 'sft ground+cf'}
@@ -112,6 +115,17 @@ def test_no_stale_results(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     report = (run/'report.md').read_text()
     assert '| pop |' in report and 'sasrec' not in report          # the dropped model is gone from the report
+
+def test_force_retrains_sft_from_scratch(tmp_path):
+    "--force deletes the SFT checkpoints: the model is trained again from step 0, not resumed from the last checkpoint"
+    args = ['run', 'smoke', '--out', str(tmp_path), '--no-progress', '--set', 'run.stages=[sft]', '--set', 'cf.models=[pop, sasrec]']
+    r = cli(*args); assert r.returncode == 0, r.stderr[-3000:]
+    ck = tmp_path/'smoke'/'sft'/'checkpoints'
+    assert any(ck.glob('checkpoint-*'))
+    r = cli(*args, '--force'); assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((tmp_path/'smoke'/'sft'/'metrics.json').read_text())
+    assert m['resumed_from'] is None and m['steps'] == 4 and 'resuming from' not in r.stderr
+    assert 'forced: from scratch' in r.stderr and 'cf: trained sasrec' in r.stderr
 
 def test_replaced_data_file_reruns_downstream(tmp_path):
     "Replacing the file behind data.path invalidates the data stage and everything after it"

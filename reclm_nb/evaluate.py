@@ -26,7 +26,8 @@ from .generate import Generations, model_label, method_kind
 
 # %% auto #0
 __all__ = ['METRIC_ORDER', 'rank_examples', 'EvalResult', 'evaluate', 'wide_table', 'markdown_table', 'plot_results',
-           'plot_training', 'guard_notes', 'write_report', 'load_generations', 'evaluate_llms', 'evaluate_stage']
+           'plot_training', 'guard_notes', 'write_report', 'load_generations', 'evaluate_llms', 'merged_protocol',
+           'evaluate_stage']
 
 # %% ../nbs/15_evaluate.ipynb #3f80246c
 def rank_examples(rec:Recommender,       # the model
@@ -333,25 +334,30 @@ def evaluate_llms(cfg, run:RunDir, sp:Split, models:dict, add)->dict:
             add(evaluate(rec, sp, part, e.ks, cands, e.llm_users, e.seed, method=label, table=table, dtype=meta['dtype']))
     return info
 
+# %% ../nbs/15_evaluate.ipynb #d401f0ed
+def merged_protocol(entries:list)->Protocol:
+    "One protocol for a table of `(method, Protocol)` entries that share their split, candidates, K and users"
+    p0 = entries[0][1]
+    by = {}
+    for m, p in entries: by.setdefault(p.dtype, []).append(m)
+    dtype = p0.dtype if len(by) == 1 else '; '.join(f"{d} for {', '.join(ms)}" for d, ms in by.items())
+    notes = list(dict.fromkeys(n for _, p in entries for n in p.note.split('; ') if n))
+    return Protocol(p0.dataset, p0.split, p0.candidates, p0.ks, p0.n_users, p0.window, p0.seed, p0.history_masked, dtype, '; '.join(notes))
+
 # %% ../nbs/15_evaluate.ipynb #a9506926
 def evaluate_stage(cfg, run:RunDir)->dict:
     "Evaluate the run's cf models (and, with `eval.llm_models`, the LLM recommenders) and save the tidy results"
     sp, models = load_run_split(run), load_run_models(run, cfg.cf.models)
     if not models and not cfg.eval.llm_models: raise ValueError('evaluate: cf.models and eval.llm_models are both empty; nothing to evaluate')
-    tables, protocols, dtypes = [], {}, {}
+    tables, protos = [], {}
     def add(r:EvalResult):
-        t = r.table.table.iloc[0]
-        tables.append(r.table); protocols.setdefault(t, r.protocol.header())
-        dtypes.setdefault(t, {}).setdefault(r.protocol.dtype, []).append(r.table.method.iloc[0])
+        tables.append(r.table); protos.setdefault(r.table.table.iloc[0], []).append((r.table.method.iloc[0], r.protocol))
     for part in cfg.eval.splits:
         for name, model in models.items():
             add(evaluate(model, sp, part, cfg.eval.ks, cfg.split.candidates, cfg.eval.max_users, cfg.eval.seed, method=name))
     extra = {}
     if cfg.eval.llm_models: extra = evaluate_llms(cfg, run, sp, models, add)
-    for t, by in dtypes.items():   # a table of cf models and LLMs: say which computed in which precision
-        if len(by) > 1:
-            which = '; '.join(f"{d} for {', '.join(ms)}" for d, ms in by.items())
-            protocols[t] = protocols[t].replace(f'| dtype {next(iter(by))} ', f'| dtype {which} ')
+    protocols = {t: merged_protocol(ps).header() for t, ps in protos.items()}
     results = pd.concat(tables, ignore_index=True)
     out = run.stage_dir('evaluate')
     with atomic_path(out/'results.parquet') as tmp: results.to_parquet(tmp, index=False)

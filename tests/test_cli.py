@@ -67,10 +67,16 @@ def test_smoke_run_produces_report(tmp_path):
     assert r2.stderr.count('up to date, skipping') == 7, r2.stderr[-3000:]
     assert 'executing' not in r2.stderr
     # changing an evaluation setting re-runs the evaluate stage only: the LLM answers come from the generations
-    r3 = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', '--set', 'eval.ks=[1,10]')
+    r3 = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', '--set', 'eval.gammas=[0.0,2.0]')
     assert r3.returncode == 0, r3.stderr[-3000:]
-    assert 'stage evaluate: executing' in r3.stderr and 'stage data: executing' not in r3.stderr
-    assert 'loading zero-shot' not in r3.stderr
+    assert 'stage evaluate: executing' in r3.stderr and r3.stderr.count('executing') == 1
+    assert 'loading zero-shot' not in r3.stderr and 'loading sft' not in r3.stderr
+    assert '(gamma: NDCG@10 = 0: ' in (run/'report.md').read_text() and ', 4: ' not in (run/'report.md').read_text()
+    # a decoding setting re-runs the generations it shapes (here the beams: K now asks for fewer), and the evaluation
+    r4 = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', '--set', 'eval.gammas=[0.0,2.0]', '--set', 'eval.ks=[1,10]')
+    assert r4.returncode == 0, r4.stderr[-3000:]
+    assert 'stage generate: executing 12b_generate.ipynb (changed: config eval.ks)' in r4.stderr
+    assert 'text: 16 records (0 new)' in r4.stderr             # the free texts do not depend on K: kept
     assert 'K 1,10' in (run/'report.md').read_text()
 
 FAST = ['--set', 'run.stages=[evaluate]', '--set', 'eval.llm_models=[]']

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm as tqdm_auto
 # %% auto #0
 __all__ = ['logger', 'RECIPES', 'PROGRESS_ENV', 'setup_logging', 'set_seed', 'set_threads', 'pick_device', 'atomic_write',
            'atomic_path', 'save_json', 'load_json', 'sha256_file', 'RunCfg', 'DataCfg', 'SplitCfg', 'CFCfg', 'EvalCfg',
-           'TasksCfg', 'LLMCfg', 'SFTCfg', 'Config', 'ConfigError', 'config_from_dict', 'config_to_dict', 'config_hash',
+           'TasksCfg', 'LLMCfg', 'SFTCfg', 'Config', 'ConfigError', 'config_from_dict', 'config_to_dict',
            'apply_overrides', 'load_config', 'save_config', 'recipe_config', 'progress_mode', 'progress', 'cache_dir']
 
 # %% ../nbs/00_core.ipynb #ae7a3424
@@ -301,11 +301,6 @@ def config_to_dict(cfg)->dict:
     "Plain nested dict of a config dataclass"
     return asdict(cfg)
 
-def config_hash(obj)->str:
-    "A short stable hash of a config (or section, or any JSON-able value)"
-    s = json.dumps(asdict(obj) if is_dataclass(obj) else obj, sort_keys=True, default=str)
-    return hashlib.sha256(s.encode()).hexdigest()[:12]
-
 # %% ../nbs/00_core.ipynb #f55267e0
 def apply_overrides(cfg:Config,        # the config to change (a copy is returned)
                     overrides:list=(), # 'section.key=value' strings; values are parsed as YAML
@@ -370,7 +365,7 @@ def recipe_config(recipe:str,        # a recipe name (see `RECIPES`) or a path t
     if Path(recipe).suffix in ('.yaml', '.yml') or Path(recipe).exists(): return load_config(recipe, overrides)
     raise ConfigError(f'unknown recipe {recipe!r}: expected one of {sorted(RECIPES)} or a path to a YAML file')
 
-# %% ../nbs/00_core.ipynb #679ac5af
+# %% ../nbs/00_core.ipynb #45b2916f
 PROGRESS_ENV = 'RECLM_NB_PROGRESS'
 
 def progress_mode()->str:

@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 import pandas as pd
 
 from .core import logger, atomic_write, atomic_path, save_json, load_json, progress
-from .stages import RunDir
+from .core import load_config, ConfigError
+from .stages import RunDir, plan, why_stale, path_fingerprint
 from .data import load_run_data
 from .split import Split, EvalSet, Protocol, parse_candidates, load_run_split, seeded_subset
 from .metrics import mask_items, topk_from_scores, rank_metrics
@@ -26,8 +27,8 @@ from .generate import Generations, model_label, method_kind
 
 # %% auto #0
 __all__ = ['METRIC_ORDER', 'rank_examples', 'EvalResult', 'evaluate', 'wide_table', 'markdown_table', 'plot_results',
-           'plot_training', 'guard_notes', 'write_report', 'load_generations', 'evaluate_llms', 'merged_protocol',
-           'evaluate_stage']
+           'plot_training', 'guard_notes', 'report_stages', 'write_report', 'load_generations', 'evaluate_llms',
+           'merged_protocol', 'check_evaluate', 'embedder_inputs', 'evaluate_stage']
 
 # %% ../nbs/15_evaluate.ipynb #3f80246c
 def rank_examples(rec:Recommender,       # the model
@@ -243,7 +244,7 @@ def _llm_section(path:Path)->list:
            "fine-tuned model. `beam`: constrained beam search over the catalogue (the model's log-probs); `beam-trie`: the same, "
            "ranking items by their probability under the catalogue trie; `ground`: greedy generation grounded by embedding distance; "
            "`+cf`/`+pop`: grounding re-weighted by a prior. validity: share of answers that named a real item. s/user includes "
-           "the generation time of the records a method ranks from (shared records are charged to every method that uses them).", '']
+           "the generation time of the test records a method ranks from (shared records are charged to every method that uses them; the validation records gamma is tuned on are not counted).", '']
     for label, g in info.get('gamma', {}).items():
         tried = ', '.join(f"{r['gamma']:g}: {r['NDCG@10']:.4f}" for r in g['by_gamma'])
         out += [f"- `{label}`: gamma = {g['gamma']:g}, chosen by NDCG@10 on {g['valid_users']} validation users (gamma: NDCG@10 = {tried})"]
@@ -265,19 +266,29 @@ def _section(name:str, fn, *args)->list:
         logger.warning(f'report: the {name} section failed ({type(e).__name__}: {e})\n{traceback.format_exc()}')
         return [f'> The {name} section could not be written: {type(e).__name__}: {e}', '']
 
+def report_stages(run:RunDir, cfg=None)->list:
+    "The stages whose results a report of `run` may show: those the evaluation rests on under `cfg` (default: the run's config.yaml)"
+    if cfg is None and (run.root/'config.yaml').exists(): cfg = load_config(run.root/'config.yaml')
+    if cfg is None: return [s for s in ('data', 'split', 'cf', 'tasks', 'sft', 'generate', 'evaluate') if run.done_info(s)]
+    why = why_stale('evaluate', cfg, run)
+    if why is not None: raise ValueError(f'{run.root}: the evaluate stage is not up to date with {run.root/"config.yaml"} ({why}); run the recipe again first')
+    return plan(cfg, ['evaluate'])
+
 def write_report(run:RunDir,            # a run folder with an `evaluate/` stage done
                  title:str|None=None,
+                 cfg=None,              # the run's config (default: its config.yaml): only what the evaluation rests on is shown
                 )->Path:
     "Write `report.md` (protocols, stage summaries, result tables, plots) into the run folder"
     ev = run.root/'evaluate'
     if not (ev/'results.parquet').exists(): raise FileNotFoundError(f'{ev}/results.parquet missing: run the evaluate stage first')
+    stages = report_stages(run, cfg)
     results, protocols = pd.read_parquet(ev/'results.parquet'), load_json(ev/'protocols.json')
     parts = list(dict.fromkeys(_tables(results)))
     methods = list(dict.fromkeys(results.method))
     notes = _section('wall-clock guard', lambda: [guard_notes(run, methods)])
     notes = notes[0] if notes and isinstance(notes[0], dict) else {}
     lines = [f'# {title or "reclm_nb report: " + run.root.name}', '']
-    for st in ('data', 'split', 'cf', 'tasks', 'sft', 'generate'):
+    for st in (s for s in stages if s != 'evaluate'):
         info = run.done_info(st)
         if info: lines += [f'- **{st}** ({info["seconds"]} s): ' + _summary_text(info['summary']), '']
     for part in parts: lines += _section(f'{part} table', _table_section, results, part, protocols[part], notes)
@@ -287,7 +298,7 @@ def write_report(run:RunDir,            # a run folder with an `evaluate/` stage
         png = plot_training(run, run.root/'training.png', [m for m in methods if (run.root/'cf'/m).is_dir()])
         return ['## Training', '', f'![training]({png.name})', ''] if png else []
     lines += _section('training curves', _curves)
-    lines += _section('SFT', _sft_section, run)
+    if 'sft' in stages: lines += _section('SFT', _sft_section, run)
     with atomic_write(run.root/'report.md') as f: f.write('\n'.join(lines))
     return run.root/'report.md'
 
@@ -334,7 +345,7 @@ def evaluate_llms(cfg, run:RunDir, sp:Split, models:dict, add)->dict:
             add(evaluate(rec, sp, part, e.ks, cands, e.llm_users, e.seed, method=label, table=table, dtype=meta['dtype']))
     return info
 
-# %% ../nbs/15_evaluate.ipynb #d401f0ed
+# %% ../nbs/15_evaluate.ipynb #b84f8d29
 def merged_protocol(entries:list)->Protocol:
     "One protocol for a table of `(method, Protocol)` entries that share their split, candidates, K and users"
     p0 = entries[0][1]
@@ -343,6 +354,23 @@ def merged_protocol(entries:list)->Protocol:
     dtype = p0.dtype if len(by) == 1 else '; '.join(f"{d} for {', '.join(ms)}" for d, ms in by.items())
     notes = list(dict.fromkeys(n for _, p in entries for n in p.note.split('; ') if n))
     return Protocol(p0.dataset, p0.split, p0.candidates, p0.ks, p0.n_users, p0.window, p0.seed, p0.history_masked, dtype, '; '.join(notes))
+
+# %% ../nbs/15_evaluate.ipynb #34b07917
+def check_evaluate(cfg):
+    "Stop a run before it starts on evaluation settings that cannot work"
+    e = cfg.eval
+    if not e.ks or any(k < 1 for k in e.ks): raise ConfigError(f'eval.ks = {e.ks}: expected a non-empty list of cut-offs >= 1')
+    if not e.splits: raise ConfigError('eval.splits = []: expected valid, test or both')
+    if e.max_users is not None and e.max_users < 1: raise ConfigError(f'eval.max_users = {e.max_users}: expected >= 1 or null (all users)')
+    if not e.gammas or any(g < 0 for g in e.gammas): raise ConfigError(f'eval.gammas = {e.gammas}: expected a non-empty list of values >= 0')
+    if e.llm_models and e.splits[-1] == 'valid' and any(m in e.llm_methods for m in ('ground+pop', 'ground+cf')):
+        raise ConfigError("eval.splits ends with 'valid': the LLMs would be scored on the validation users their gamma is tuned on; end with 'test'")
+
+def embedder_inputs(cfg)->str|None:
+    "The grounding embedder's fingerprint when it is a local folder (an embedded or hub embedder is named by its id)"
+    e = cfg.eval
+    if not any(m.startswith('ground') for m in e.llm_methods) or not e.llm_models: return None
+    return path_fingerprint(e.embedder) if Path(e.embedder).expanduser().is_dir() else e.embedder
 
 # %% ../nbs/15_evaluate.ipynb #a9506926
 def evaluate_stage(cfg, run:RunDir)->dict:

@@ -137,9 +137,11 @@ def generate(self:LLMRecommender, kind:str,   # 'beam', 'text' or 'score'
     users, exclude = users or [None]*n, exclude if exclude is not None else [[] for _ in range(n)]
     keys = [self.request_key(kind, u, h, e, None if candidates is None else candidates[i])
             for i, (u, h, e) in enumerate(zip(users, histories, exclude))]
-    todo = list(dict.fromkeys(i for i, k in enumerate(keys) if k not in self.records))
-    seen = set(todo)
-    self.reused_seconds += sum(self.records[keys[i]]['seconds'] for i in range(n) if i not in seen)  # paid by whoever generated them
+    first = {}                                                    # one generation per distinct missing request
+    for i, key in enumerate(keys):
+        if key not in self.records: first.setdefault(key, i)
+    todo = list(first.values())
+    self.reused_seconds += sum(self.records[key]['seconds'] for key in keys if key in self.records)  # paid by whoever generated them
     if todo and self.backend is None: self._live()
     prompts = {i: json.dumps(self.messages(histories[i]), ensure_ascii=False) for i in todo}
     for idx in progress(self._batches([prompts[i] for i in todo]), desc=f'{kind} {self.name}', disable=not self.progress or len(todo) <= self.batch_size, leave=False):
@@ -151,7 +153,7 @@ def generate(self:LLMRecommender, kind:str,   # 'beam', 'text' or 'score'
         for i, o in zip(idx, outs):
             self.records[keys[i]] = {'key': keys[i], 'kind': kind, 'user': users[i], 'history': [str(x) for x in histories[i][-self.history_len:]],
                                      **o, **({'candidates': [str(c) for c in candidates[i]]} if candidates is not None else {}), 'seconds': cost}
-    return [self.records[k] for k in keys]
+    return [self.records[key] for key in keys]
 
 # %% ../nbs/12a_llmrec.ipynb #0b3c1399
 @patch

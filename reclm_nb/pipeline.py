@@ -165,6 +165,8 @@ def main(argv:list|None=None)->int:
                 if args.name not in ASSETS: raise ValueError(f'assets {args.action}: name one of {sorted(ASSETS)}')
                 print(fetch_asset(args.name) if args.action == 'fetch' else asset_path(args.name, fetch=False))
         elif args.cmd == 'report':
+            if not Path(args.run_dir, 'evaluate', 'results.parquet').exists():
+                raise FileNotFoundError(f'{args.run_dir}: not a run folder with a finished evaluate stage')
             print(write_report(RunDir(args.run_dir)))
         elif args.cmd == 'teacher':
             from reclm_nb.teacher import serve  # fastapi and uvicorn load only for this command

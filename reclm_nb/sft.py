@@ -288,7 +288,7 @@ def launch_sft(cfg, run:RunDir)->dict:
     m.update({k + '_launcher': v for k, v in peak_memory().items()})
     return m
 
-# %% ../nbs/10_sft.ipynb #8e08fcd6
+# %% ../nbs/10_sft.ipynb #48b310b6
 def check_sft(cfg):
     "Stop a run before it starts on impossible SFT settings"
     s = cfg.sft
@@ -303,6 +303,7 @@ def sft_stage(cfg, run:RunDir)->dict:
     "Fine-tune the LLM on the run's tasks; saves the adapter, the merged model and the metrics"
     out = run.stage_dir('sft')
     (out/'metrics.json').unlink(missing_ok=True)
+    for old in ('model', 'adapter'): shutil.rmtree(out/old, ignore_errors=True)   # a model of earlier settings is never left to be read
     key = json_hash({'tasks': run.fingerprint('tasks'), 'llm': asdict(cfg.llm), 'sft': asdict(cfg.sft), 'seed': cfg.run.seed, 'version': LIBRARY_VERSION})
     ck = out/'checkpoints'
     if ck.exists() and not ((ck/'key.json').exists() and load_json(ck/'key.json').get('key') == key):

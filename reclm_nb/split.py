@@ -134,7 +134,7 @@ def sample_negatives(es:EvalSet,      # examples
         out.append([item_ids[c] for c in picks])
     return out
 
-# %% ../nbs/03_split.ipynb #711a391f
+# %% ../nbs/03_split.ipynb #42e2702e
 def seeded_subset(n_all:int,         # examples to choose from
                   n:int|None,        # how many to keep (None, or n >= n_all: all of them)
                   seed:int=0,
@@ -201,7 +201,7 @@ def make_split(data:RecData, kind:str='loo', window:int=50, ratios=(0.8, 0.1, 0.
     if n: sp.candidates = {p: sample_negatives(sp.part(p), sp.item_ids, n, data.sequences, seed+k) for k, p in enumerate(('valid', 'test'))}
     return sp
 
-# %% ../nbs/03_split.ipynb #d25c955d
+# %% ../nbs/03_split.ipynb #f445a39e
 def check_split(cfg):
     "Stop a run before it starts on a bad `cfg.split`"
     c = cfg.split
@@ -215,11 +215,12 @@ def split_stage(cfg, run:RunDir)->dict:
     "Split the run's dataset as `cfg.split` says and save it under `split/`"
     c = cfg.split
     sp = make_split(load_run_data(run), c.kind, c.window, c.ratios, c.candidates, c.seed)
+    for old in run.stage_dir('split').glob('*.parquet'): old.unlink()   # e.g. the candidates of an earlier sampled:N split
     save_split(sp, run.stage_dir('split'))
     logger.info(f'split: {sp.stats()}')
     return sp.stats()
 
-# %% ../nbs/03_split.ipynb #6fc09e33
+# %% ../nbs/03_split.ipynb #262b123b
 def load_run_split(run:RunDir)->Split:
     "The split saved in a run folder"
     return load_split(run.root/'split')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00b_stages.ipynb #561abe7f
 from __future__ import annotations
-import hashlib, importlib, json, shutil, tempfile, time
+import hashlib, importlib, json, logging, shutil, tempfile, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -56,7 +56,7 @@ def _evaluates_llms(cfg)->bool: return bool(cfg.eval.llm_models)
 
 _GEN_READS = ('llm', 'tasks.history_len', 'split.candidates') + tuple(f'eval.{k}' for k in (
     'llm_models', 'llm_methods', 'llm_users', 'gamma_users', 'seed', 'backend', 'num_beams', 'length_penalty', 'max_new_tokens', 'llm_batch_size',
-    'dtype', 'ks'))
+    'dtype', 'ks', 'splits'))
 
 STAGES = {s.name: s for s in [
     Stage('data', '02a_sources.ipynb', 'reclm_nb.sources:data_stage', ('data',),
@@ -75,8 +75,8 @@ STAGES = {s.name: s for s in [
           when={'sft': _evaluates_sft}, writes='reclm_nb.generate:generate_writes', check='reclm_nb.generate:check_generate',
           inputs='reclm_nb.generate:model_inputs', doc='LLM outputs per model, method and user (beams, texts, candidate scores)'),
     Stage('evaluate', '15_evaluate.ipynb', 'reclm_nb.evaluate:evaluate_stage', ('eval', 'cf.models', 'split.candidates', 'tasks.history_len'),
-          ('data', 'split', 'cf', 'generate'), when={'generate': _evaluates_llms},
-          writes=('results.parquet', 'protocols.json', 'llm.json'), doc='metrics of every model under one protocol, grounding'),
+          ('data', 'split', 'cf', 'generate'), when={'generate': _evaluates_llms}, writes=('results.parquet', 'protocols.json', 'llm.json'),
+          check='reclm_nb.evaluate:check_evaluate', inputs='reclm_nb.evaluate:embedder_inputs', doc='metrics of every model under one protocol, grounding'),
 ]}
 
 def resolve(ref:str|Callable|None):
@@ -107,6 +107,9 @@ def plan(cfg:Config, stages:list|None=None)->list:
 
 def check_config(cfg:Config)->list:
     "Run the config checks of every stage in the plan; returns the plan"
+    if cfg.run.threads < 0: raise ConfigError(f'run.threads = {cfg.run.threads}: expected >= 0 (0: leave torch as it is)')
+    if not isinstance(logging.getLevelName(str(cfg.run.log_level).upper()), int):
+        raise ConfigError(f'run.log_level = {cfg.run.log_level!r}: expected DEBUG, INFO, WARNING or ERROR')
     order = plan(cfg)
     for n in order:
         chk = resolve(get_stage(n).check)
@@ -150,7 +153,7 @@ def path_fingerprint(path:str|Path,          # a file or a folder
     "A fingerprint of a file or folder's contents (memoised per size and modification time)"
     path = Path(path).expanduser()
     if not path.exists(): return f'missing:{path}'
-    files = [path] if path.is_file() else sorted(p for p in path.rglob('*') if p.is_file())
+    files = [path] if path.is_file() else sorted(p for p in path.rglob('*') if p.is_file() and not any(x.startswith('.') for x in p.relative_to(path).parts))
     parts = []
     for p in files:
         st = p.stat()

@@ -2,7 +2,7 @@
 """Benchmark LLM decoding for recommendation: seconds per user, ours vs the naive baseline, same model, same run.
 
 Two tasks on ML-100K with the embedded SmolLM2-135M-Instruct (or `--model`), BIGRec's canonical prompt (last 10
-titles of each test user, the run's system message), each under both normalisations of `reclm_nb.generate`:
+titles of each test user, the run's system message), each under both normalisations of `reclm_nb.decode`:
 `vocab` (the model's own log-probs) and `trie` (each branching step renormalised over the catalogue trie).
 
 - **beam**: beam-20 decoding constrained to the catalogue (all 1682 quoted titles in a token trie ending in EOS),
@@ -10,12 +10,12 @@ titles of each test user, the run's system message), each under both normalisati
   (`--batch-users` users per search on one tree-shaped KV cache). The one-user search is timed on the naive
   users too, and must return the same items. Naive: `model.generate(num_beams=20,
   prefix_allowed_tokens_fn=trie)`, transformers' own beam search with the same trie (`renormalize_logits=True`
-  for `trie`), via `generate.hf_constrained_beam_search`. The JSON records how many of the top-20 agree and
+  for `trie`), via `decode.hf_constrained_beam_search`. The JSON records how many of the top-20 agree and
   whether the best item is the same.
 - **score**: 100 candidate titles per user (the target and 99 seeded random items). Ours:
   `score_candidates_batch` (`--batch-users` users per call, every candidate prefix fed once on the tree cache;
   `trie` normalises over the whole catalogue). Naive: one full forward pass over prompt + candidate per
-  candidate (`generate.naive_candidate_scores`). The JSON records the largest absolute difference between the
+  candidate (`decode.naive_candidate_scores`). The JSON records the largest absolute difference between the
   two score vectors.
 
 The naive sides are slow, so they run on the first `--naive-users` users only; seconds per user are averaged over

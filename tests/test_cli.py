@@ -1,5 +1,5 @@
 "End to end: the `reclm-nb` command runs the smoke recipe, resumes after a kill, never reports stale results, and rejects bad input cleanly."
-import json, os, signal, subprocess, time
+import json, os, re, signal, subprocess, time
 
 import pandas as pd
 import pytest
@@ -133,6 +133,18 @@ def test_force_retrains_sft_from_scratch(tmp_path):
     assert m['resumed_from'] is None and m['steps'] == 4 and 'resuming from' not in r.stderr
     assert 'forced: from scratch' in r.stderr and 'cf: trained sasrec' in r.stderr
 
+def test_report_refuses_stale_results(tmp_path):
+    "`reclm-nb report` rewrites a report only from an evaluation that is up to date with the run's config"
+    r = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', *FAST, '--set', 'cf.models=[pop]')
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path/'smoke'
+    r = cli('report', str(run)); assert r.returncode == 0, r.stderr[-2000:]
+    (run/'config.yaml').write_text((run/'config.yaml').read_text().replace('window: 50', 'window: 10'))
+    r = cli('report', str(run))
+    assert r.returncode == 2 and 'the evaluate stage is not up to date' in r.stderr
+    r = cli('report', str(tmp_path/'nope'))
+    assert r.returncode == 2 and 'not a run folder' in r.stderr and not (tmp_path/'nope').exists()
+
 def test_replaced_data_file_reruns_downstream(tmp_path):
     "Replacing the file behind data.path invalidates the data stage and everything after it"
     folder = tmp_path/'toy'; folder.mkdir()
@@ -212,4 +224,5 @@ def test_sampled_protocol_scores_llm_candidates(tmp_path):
     hr20 = llm[(llm.metric == 'HR') & (llm.k == 20)].set_index('method').value
     assert (hr20 == 1.0).all()   # the target and 19 negatives, K=20: every ranking holds the target
     assert 'candidates sampled:19' in (tmp_path/'smoke'/'report.md').read_text()
-    assert 'tasks' not in r.stderr.split('stages')[1].split(']')[0]   # only what the evaluation needs was planned
+    planned = re.search(r'run smoke: stages (\[[^\]]*\])', r.stderr).group(1)
+    assert planned == "['data', 'split', 'cf', 'generate', 'evaluate']", planned   # only what the evaluation needs

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm as tqdm_auto
 # %% auto #0
 __all__ = ['logger', 'RECIPES', 'PROGRESS_ENV', 'setup_logging', 'set_seed', 'set_threads', 'pick_device', 'atomic_write',
            'atomic_path', 'save_json', 'load_json', 'sha256_file', 'RunCfg', 'DataCfg', 'SplitCfg', 'CFCfg', 'EvalCfg',
-           'TasksCfg', 'LLMCfg', 'SFTCfg', 'Config', 'ConfigError', 'config_from_dict', 'config_to_dict',
+           'TasksCfg', 'LLMCfg', 'SFTCfg', 'RLCfg', 'Config', 'ConfigError', 'config_from_dict', 'config_to_dict',
            'apply_overrides', 'load_config', 'save_config', 'recipe_config', 'progress_mode', 'progress', 'cache_dir']
 
 # %% ../nbs/00_core.ipynb #ae7a3424
@@ -179,8 +179,8 @@ class EvalCfg:
     splits: list[Literal['valid', 'test']] = field(default_factory=lambda: ['valid', 'test'])
     max_users: int|None = None     # evaluate a seeded subset of users (recorded in the protocol)
     seed: int = 0
-    llm_models: list[str] = field(default_factory=list)  # LLM recommenders: 'zero-shot' (llm.model), 'sft' (the run's model), or model specs
-    llm_methods: list[str] = field(default_factory=lambda: ['beam', 'ground', 'ground+cf'])  # beam | beam-trie | ground | ground+pop | ground+cf
+    llm_models: list[str] = field(default_factory=list)  # LLM recommenders: 'zero-shot' (llm.model), 'sft' (the run's model), 'ppo'/'grpo' (the rl stage's), or model specs
+    llm_methods: list[str] = field(default_factory=lambda: ['beam', 'ground', 'ground+cf'])  # beam | beam-trie | ground | ground+pop | ground+cf | list (RecLM-gen's test tasks)
     llm_users: int|None = 64       # seeded test users for the LLM comparison (None: all; cf models re-evaluated on the same users)
     gamma_users: int = 64          # validation users for choosing the grounding prior's gamma
     gammas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
@@ -192,6 +192,7 @@ class EvalCfg:
     max_new_tokens: int = 32       # free generation length for grounding
     llm_batch_size: int = 8        # prompts per generation batch
     dtype: Literal['auto', 'bf16', 'fp16', 'fp32'] = 'auto'  # decoding precision; auto: fp32 on a CPU (exact: batched = one user), bf16 on a GPU
+    list_max_new_tokens: int = 160 # greedy list generation ('list' method: RecLM-gen's test tasks) length
 
 @dataclass
 class TasksCfg:
@@ -207,6 +208,12 @@ class TasksCfg:
     valid_users: int|None = 320    # validation users per task (RecLM-gen: 320); None: all
     test_users: int|None = None    # test users per task; None: all
     templates: Literal['all', 'first'] = 'all'  # 'all' paraphrases (one drawn per training example) or 'first'
+    title_tokens: int|None = None  # RecLM-gen title64_t: titles cut to N tokens of llm.model's tokenizer (None: full titles)
+    rl_train: dict[str, int|float] = field(default_factory=dict)  # RL prompts per episode: task -> count or fraction of training users
+    rl_valid: list[str] = field(default_factory=list)   # RL validation tasks (rewarded on the validation users)
+    rl_epochs: int = 2             # RL episodes to draw (RecLM-gen: 2)
+    chat_file: str|None = None     # general-chat JSONL (one conversation of {role, content} messages per line) mixed into SFT
+    chat_ratio: float = 0.5        # chat examples per epoch, as a fraction of the other training examples (RecLM-gen: 0.5)
 
 @dataclass
 class LLMCfg:
@@ -243,6 +250,50 @@ class SFTCfg:
     merge: bool = True             # save a merged model (LoRA folded into the weights)
 
 @dataclass
+class RLCfg:
+    "Reinforcement learning after SFT: RecLM-gen's PPO (ours) and GRPO (trl); defaults are RecLM-gen's"
+    __pydantic_config__ = _STRICT
+    algos: list[Literal['ppo', 'grpo']] = field(default_factory=lambda: ['ppo'])  # each trains from the SFT model into rl/<algo>/
+    lora_r: int = 4                # actor (and critic) LoRA rank
+    lora_alpha: int = 2
+    lr: float = 5e-6               # actor learning rate (polynomial decay after warm-up)
+    lr_critic: float|None = None   # critic (LoRA + value head) learning rate; None: `lr`
+    warmup_ratio: float = 0.0
+    batch_size: int = 8            # prompts per rollout batch
+    grad_accum: int = 1            # PPO mini-batches accumulated per optimiser step
+    rollouts: list[Literal['greedy', 'sample']] = field(default_factory=lambda: ['greedy', 'sample'])  # outputs per prompt
+    temperature: float = 0.7       # sampling temperature of 'sample' rollouts
+    top_k: int = 20                # sampling top-k
+    max_new_tokens: int = 160      # longest rollout
+    constrained: bool = False      # sample inside the catalogue trie: every line a real title
+    ppo_epochs: int = 4            # optimisation passes over one rollout batch
+    target_kl: float = 0.05        # stop the passes early when the approximate policy KL exceeds this
+    kl_coef: float = 0.3           # per-token KL penalty against the reference (the SFT model)
+    gamma: float = 0.99            # GAE discount
+    lam: float = 1.0               # GAE lambda
+    clip_ratio: float = 0.2        # policy ratio clip
+    clip_value: float = 0.2        # value clip
+    vf_coef: float = 0.1
+    entropy_coef: float = 0.01
+    max_grad_norm: float = 0.5
+    whiten_rewards: bool = True
+    whiten_advantages: bool = True
+    alpha: float = 0.5             # reward mix: alpha * rank reward + (1 - alpha) * task reward
+    reward_scale: float = 10.0     # the list reward on the last token is multiplied by this (RecLM-gen: 10)
+    fine_grain_reward: bool = False  # also put each item's reward on its last token
+    num_generations: int = 4       # GRPO: completions per prompt (the group)
+    beta: float = 0.04             # GRPO: KL coefficient
+    max_steps: int = -1            # rollout batches (-1: all the drawn episodes)
+    max_seconds: float|None = None # wall-clock guard (the report marks results it cut short)
+    eval_steps: int = 100          # validate every N batches; the best validation reward is kept
+    eval_examples: int = 64        # validation prompts per validation
+    save_steps: int = 50           # checkpoint every N batches (exact resume after a kill)
+    log_examples: int = 10         # log one rollout every N batches
+    num_processes: int = 1         # >1: `accelerate launch` (DDP; gloo on CPU)
+    accelerate_config: str|None = None
+    merge: bool = True             # save a merged model per algorithm
+
+@dataclass
 class Config:
     "Everything a run needs, one section per part of the pipeline"
     __pydantic_config__ = _STRICT
@@ -253,6 +304,7 @@ class Config:
     tasks: TasksCfg = field(default_factory=TasksCfg)
     llm: LLMCfg = field(default_factory=LLMCfg)
     sft: SFTCfg = field(default_factory=SFTCfg)
+    rl: RLCfg = field(default_factory=RLCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)
 
 # %% ../nbs/00_core.ipynb #6fae2c95

@@ -53,10 +53,12 @@ class Stage:
 def _teacher_is_cf(cfg)->bool: return cfg.tasks.teacher in cfg.cf.models
 def _evaluates_sft(cfg)->bool: return 'sft' in cfg.eval.llm_models
 def _evaluates_llms(cfg)->bool: return bool(cfg.eval.llm_models)
+def _evaluates_rl(cfg)->bool: return any(m in cfg.eval.llm_models for m in ('ppo', 'grpo'))
+def _generates_lists(cfg)->bool: return 'list' in cfg.eval.llm_methods and bool(cfg.eval.llm_models)
 
 _GEN_READS = ('llm', 'tasks.history_len', 'split.candidates') + tuple(f'eval.{k}' for k in (
     'llm_models', 'llm_methods', 'llm_users', 'gamma_users', 'seed', 'backend', 'num_beams', 'length_penalty', 'max_new_tokens', 'llm_batch_size',
-    'dtype', 'ks', 'splits'))
+    'dtype', 'ks', 'splits', 'list_max_new_tokens'))
 
 STAGES = {s.name: s for s in [
     Stage('data', '02a_sources.ipynb', 'reclm_nb.sources:data_stage', ('data',),
@@ -66,13 +68,16 @@ STAGES = {s.name: s for s in [
           check='reclm_nb.split:check_split', doc='train / valid / test examples and sampled candidates'),
     Stage('cf', '05_cf.ipynb', 'reclm_nb.cf:cf_stage', ('cf',), ('data', 'split'), writes='reclm_nb.cf:cf_writes',
           check='reclm_nb.cf:check_cf', doc='collaborative models (and the RecLM-gen teacher)'),
-    Stage('tasks', '08_tasks.ipynb', 'reclm_nb.tasks:tasks_stage', ('tasks', 'llm.system_prompt'), ('data', 'split', 'cf'),
+    Stage('tasks', '08_tasks.ipynb', 'reclm_nb.tasks:tasks_stage', ('tasks', 'llm.system_prompt', 'llm.model'), ('data', 'split', 'cf'),
           when={'cf': _teacher_is_cf}, writes=('*/data-*.arrow', 'info.json'), check='reclm_nb.tasks:check_tasks',
           doc='prompt tasks: training epochs, validation and test prompts'),
     Stage('sft', '10_sft.ipynb', 'reclm_nb.sft:sft_stage', ('llm', 'sft'), ('tasks',), writes=('model/*', 'adapter/*'),
           check='reclm_nb.sft:check_sft', doc='supervised fine-tuning of the LLM'),
-    Stage('generate', '12b_generate.ipynb', 'reclm_nb.generate:generate_stage', _GEN_READS, ('data', 'split', 'sft'),
-          when={'sft': _evaluates_sft}, writes='reclm_nb.generate:generate_writes', check='reclm_nb.generate:check_generate',
+    Stage('rl', '13_rl.ipynb', 'reclm_nb.rl:rl_stage', ('rl', 'llm', 'tasks.teacher'), ('data', 'split', 'cf', 'tasks', 'sft'),
+          when={'cf': _teacher_is_cf}, writes='reclm_nb.rl:rl_writes', check='reclm_nb.rl:check_rl',
+          doc='reinforcement learning from the SFT model: PPO (ours) and GRPO (trl)'),
+    Stage('generate', '12b_generate.ipynb', 'reclm_nb.generate:generate_stage', _GEN_READS, ('data', 'split', 'tasks', 'sft', 'rl'),
+          when={'tasks': _generates_lists, 'sft': _evaluates_sft, 'rl': _evaluates_rl}, writes='reclm_nb.generate:generate_writes', check='reclm_nb.generate:check_generate',
           inputs='reclm_nb.generate:model_inputs', doc='LLM outputs per model, method and user (beams, texts, candidate scores)'),
     Stage('evaluate', '15_evaluate.ipynb', 'reclm_nb.evaluate:evaluate_stage', ('eval', 'cf.models', 'split.candidates', 'tasks.history_len'),
           ('data', 'split', 'cf', 'generate'), when={'generate': _evaluates_llms}, writes=('results.parquet', 'protocols.json', 'llm.json'),

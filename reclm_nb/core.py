@@ -144,7 +144,7 @@ class RunCfg:
 class DataCfg:
     "Which dataset to load and how to filter it"
     __pydantic_config__ = _STRICT
-    source: str = 'ml-100k'        # ml-100k | reclmgen | amazon2023 | recbole | rec_data (our own saved format)
+    source: str = 'ml-100k'        # ml-100k | reclmgen | amazon2018 | amazon2023 | recbole | rec_data (our own saved format)
     path: str|None = None          # folder or file for sources other than the embedded ml-100k
     name: str|None = None          # dataset name (RecBole atomic files, Amazon category)
     max_users: int|None = None     # keep the first N users (sorted by id) for quick runs
@@ -153,6 +153,9 @@ class DataCfg:
     start: str|None = None         # Amazon 2023 month window start 'YYYY-MM'
     end: str|None = None           # Amazon 2023 month window end (exclusive) 'YYYY-MM'
     min_items: int = 10000         # Amazon 2023: extend the window 3 months back until this many items
+    user_core: int = 0             # after `kcore`: keep users with at least this many interactions (RecLM-gen Amazon 2018: 25)
+    item_core: int = 0             # after `user_core`: keep items with at least this many interactions (RecLM-gen Amazon 2018: 10)
+    require_category: bool = False # drop items without a category (RecLM-gen Amazon 2018: required, as is a title)
 
 @dataclass
 class SplitCfg:

@@ -69,7 +69,7 @@ STAGES = {s.name: s for s in [
     Stage('cf', '05_cf.ipynb', 'reclm_nb.cf:cf_stage', ('cf',), ('data', 'split'), writes='reclm_nb.cf:cf_writes',
           check='reclm_nb.cf:check_cf', doc='collaborative models (and the RecLM-gen teacher)'),
     Stage('tasks', '08_tasks.ipynb', 'reclm_nb.tasks:tasks_stage', ('tasks', 'llm.system_prompt', 'llm.model'), ('data', 'split', 'cf'),
-          when={'cf': _teacher_is_cf}, writes=('*/data-*.arrow', 'info.json'), check='reclm_nb.tasks:check_tasks',
+          when={'cf': _teacher_is_cf}, writes=('*/data-*.arrow', 'info.json', 'titles.json'), check='reclm_nb.tasks:check_tasks',
           doc='prompt tasks: training epochs, validation and test prompts'),
     Stage('sft', '10_sft.ipynb', 'reclm_nb.sft:sft_stage', ('llm', 'sft'), ('tasks',), writes=('model/*', 'adapter/*'),
           check='reclm_nb.sft:check_sft', doc='supervised fine-tuning of the LLM'),

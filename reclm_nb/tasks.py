@@ -4,8 +4,8 @@
 
 # %% ../nbs/08_tasks.ipynb #5d1d9f2a
 from __future__ import annotations
-import shutil, zlib
-from dataclasses import dataclass
+import json, re, shutil, zlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -22,12 +22,17 @@ from .cf import Recommender, Popularity, load_recommender
 from .teacher import TeacherClient
 
 # %% auto #0
-__all__ = ['SYSTEM_PROMPT', 'PARTS', 'MAX_N', 'TASKS', 'BIGREC_TEMPLATES', 'SEQREC_TEMPLATES', 'FEATURES', 'unique_titles',
-           'render_history', 'render_titles', 'render_list', 'TaskContext', 'Task', 'register_task', 'get_task',
-           'pick_template', 'make_example', 'n_train_examples', 'draw_users', 'train_users', 'eval_positions',
-           'draw_position', 'require_teacher', 'build_bigrec_title', 'item_count', 'build_seqrec', 'build_seqrec_eval',
-           'example_rng', 'task_counts', 'build_examples', 'to_dataset', 'describe', 'save_examples', 'resolve_teacher',
-           'check_tasks', 'tasks_stage', 'load_run_tasks']
+__all__ = ['SYSTEM_PROMPT', 'PARTS', 'MAX_N', 'TASKS', 'EXTRA_COLUMNS', 'BIGREC_TEMPLATES', 'SEQREC_TEMPLATES', 'INTENT_PLUS',
+           'INTENT_MINUS', 'CONTROL_TEMPLATES', 'CONTROL_RE_TEMPLATES', 'CATEGORY_QA_TEMPLATES', 'CATEGORY_QA_ANSWER',
+           'RATE_KINDS', 'RATE_TEMPLATES', 'RANKING_TEMPLATES', 'RATE_TASK', 'RL_TASK_NAMES', 'FEATURES',
+           'unique_titles', 'render_history', 'render_titles', 'render_list', 'TaskContext', 'Task', 'register_task',
+           'get_task', 'pick_template', 'make_example', 'n_train_examples', 'draw_users', 'train_users',
+           'eval_positions', 'draw_position', 'require_teacher', 'build_bigrec_title', 'item_count', 'build_seqrec',
+           'build_seqrec_eval', 'example_rng', 'task_counts', 'build_examples', 'item_categories', 'main_category',
+           'category_names', 'max_categories', 'prompt_fields', 'build_control', 'build_category_rate',
+           'build_control_re', 'register_rate_task', 'build_item_count', 'build_seqranking', 'fill_baseline',
+           'needs_baseline', 'read_chat_file', 'build_chat', 'to_dataset', 'describe', 'save_examples',
+           'resolve_teacher', 'check_tasks', 'run_titles', 'tasks_stage', 'load_run_titles', 'load_run_tasks']
 
 # %% ../nbs/08_tasks.ipynb #b0a3dd04
 SYSTEM_PROMPT = 'You are an expert recommender engine.'
@@ -75,6 +80,10 @@ class TaskContext:
     idx: bool = False                   # number answer lines '1. ', '2. '
     system_prompt: str = SYSTEM_PROMPT
     templates: str = 'all'              # 'all': training draws a paraphrase per example; 'first': template 0 only
+    categories: dict|None = None        # item_id -> categories, most general first (control tasks need them)
+    eval_slot: int = 0                  # valid: the disjoint slice of users this task draws (set by `build_examples`)
+    chats: list|None = None             # conversations for the `chat` task
+    catalogue: list|None = None         # item ids the categories cover (default: the split's catalogue)
 
     def __post_init__(self):
         if self.templates not in ('all', 'first'): raise ValueError(f"tasks.templates {self.templates!r}: expected 'all' or 'first'")
@@ -83,6 +92,15 @@ class TaskContext:
         "The unique title of `item`"
         try: return self.titles[item]
         except KeyError: raise KeyError(f'item {item!r} has no title (not in the catalogue the titles came from)') from None
+    @property
+    def category_items(self)->dict:
+        "Category -> set of catalogue items in it, categories in first-appearance order"
+        if getattr(self, '_cat_items', None) is None:
+            out = {}
+            for i in (self.catalogue if self.catalogue is not None else self.split.item_ids):
+                for c in (self.categories or {}).get(i) or []: out.setdefault(c, set()).add(i)
+            self._cat_items = out
+        return self._cat_items
 
 @dataclass
 class Task:
@@ -113,6 +131,9 @@ def register_task(name:str,                # the task's name in configs
 
 def get_task(name:str, part:str|None=None)->Task:
     "The registered task `name`; an unknown name (or a part it cannot build) is an error listing the options"
+    if name not in TASKS and callable(globals().get('register_rate_task')):
+        try: register_rate_task(name)      # rate_<lp|mp|ep><p>_<part>: any stated proportion
+        except KeyError: pass
     if name not in TASKS: raise KeyError(f'unknown task {name!r}; known tasks: {sorted(TASKS)}')
     t = TASKS[name]
     if part is not None and part not in t.parts:
@@ -121,6 +142,8 @@ def get_task(name:str, part:str|None=None)->Task:
     return t
 
 # %% ../nbs/08_tasks.ipynb #0277335f
+EXTRA_COLUMNS = {'category': '', 'control': '', 'rate_kind': '', 'rate_count': -1, 'rate_pct': -1, 'candidates': [], 'baseline': [], 'intent': 0}
+
 def pick_template(task:Task, ctx:TaskContext, part:str, rng:np.random.Generator)->int:
     "Template index: drawn uniformly for training with templates='all', else 0"
     return int(rng.integers(len(task.templates))) if part == 'train' and ctx.templates == 'all' else 0
@@ -136,7 +159,7 @@ def make_example(ctx:TaskContext, task:Task, template:int, part:str,
                 )->dict:
     "One example: conversational `prompt`/`completion` plus its meta columns"
     user_msg = task.templates[template].format(**fields)
-    return {'prompt': [{'role': 'system', 'content': ctx.system_prompt}, {'role': 'user', 'content': user_msg}],
+    return {**{k: list(v) if isinstance(v, list) else v for k, v in EXTRA_COLUMNS.items()},'prompt': [{'role': 'system', 'content': ctx.system_prompt}, {'role': 'user', 'content': user_msg}],
             'completion': [{'role': 'assistant', 'content': completion}],
             'task': task.name, 'template': int(template), 'part': part, 'user_id': str(user),
             'history': [str(i) for i in history], 'target': str(target), 'label_items': [str(i) for i in label_items], 'n': int(n)}
@@ -162,11 +185,14 @@ def train_users(split:Split)->list:
     "Training users with at least two items (one before a target)"
     return [u for u, s in split.train.items() if len(s) >= 2]
 
-def eval_positions(n_total:int, limit:int|None, rng:np.random.Generator)->list:
-    "Positions of the evaluated examples: all, or the first `limit` of a seeded shuffle, in split order"
+def eval_positions(n_total:int, limit:int|None, rng:np.random.Generator,
+                   slot:int=0,   # which disjoint slice of `limit` positions (wrapping around when the split runs out)
+                  )->list:
+    "Positions of the evaluated examples: all, or slice `slot` of `limit` positions of a seeded shuffle, in split order"
     if limit is None or limit >= n_total: return list(range(n_total))
     if limit < 0: raise ValueError(f'users limit {limit}: expected >= 0 or None')
-    return sorted(rng.permutation(n_total)[:limit].tolist())
+    perm = rng.permutation(n_total)
+    return sorted({int(perm[(slot * limit + k) % n_total]) for k in range(limit)})
 
 # %% ../nbs/08_tasks.ipynb #b92114fe
 def draw_position(seq:list, rng:np.random.Generator)->int:
@@ -202,7 +228,7 @@ def build_bigrec_title(ctx:TaskContext, part:str, rng:np.random.Generator, n_exa
             rows.append((u, seq[max(0, t - ctx.history_len):t], seq[t], pick_template(task, ctx, part, rng)))
     else:
         es = ctx.split.part(part)
-        rows = [(es.users[i], es.histories[i][-ctx.history_len:], es.targets[i][0], 0) for i in eval_positions(len(es), users, rng)]
+        rows = [(es.users[i], es.histories[i][-ctx.history_len:], es.targets[i][0], 0) for i in eval_positions(len(es), users, rng, ctx.eval_slot)]
     return [make_example(ctx, task, tpl, part, u, h, y, [y], 1, f'"{ctx.title(y)}"', {'history': render_titles([ctx.title(i) for i in h])})
             for u, h, y, tpl in rows]
 
@@ -242,7 +268,7 @@ def build_seqrec_eval(ctx:TaskContext, part:str, rng:np.random.Generator, n_exam
     "RecLM-gen SFTTestSeqRec: the split's history, n = 10, label = the ground truth only"
     task, es = TASKS[f'seqrec_{part}'], ctx.split.part(part)
     out = []
-    for i in eval_positions(len(es), users, rng):
+    for i in eval_positions(len(es), users, rng, ctx.eval_slot):
         h, y = es.histories[i][-ctx.history_len:], es.targets[i][0]
         out.append(make_example(ctx, task, 0, part, es.users[i], h, y, [y], MAX_N, render_list([ctx.title(y)], ctx.idx),
                                 {'history': render_history([ctx.title(j) for j in h]), 'count': item_count(MAX_N)}))
@@ -276,18 +302,363 @@ def build_examples(task_names_or_mix,     # {task: count} for training, or a lis
     "All examples of one set: the tasks' draws, concatenated in mix order"
     if part not in PARTS: raise ValueError(f'part {part!r}: expected one of {PARTS}')
     out = []
-    for name, count in task_counts(task_names_or_mix, part).items():
+    for slot, (name, count) in enumerate(task_counts(task_names_or_mix, part).items()):
         t = TASKS[name]
         if t.needs_teacher: require_teacher(ctx, name)
         rng = example_rng(seed, part, name, epoch)
-        out += t.build(ctx, part, rng, n_examples=count if part == 'train' else None, users=n_users if part != 'train' else None)
+        c = replace(ctx, eval_slot=slot if part == 'valid' else 0)
+        c._cat_items = ctx.category_items if ctx.categories else None
+        out += t.build(c, part, rng, n_examples=count if part == 'train' else None, users=n_users if part != 'train' else None)
+    return out
+
+# %% ../nbs/08_tasks.ipynb #0056342d
+INTENT_PLUS = ["I like '{c}' items.", "Please recommend some '{c}' items.", "I am in the mood for '{c}' items.",
+               "Show me '{c}' items.", "I would like items from the category '{c}'.", "Something '{c}', please."]
+INTENT_MINUS = ["Please exclude any '{c}' item.", "I hate '{c}' items.", "No '{c}' items, please.",
+                "I do not want anything in '{c}'.", "Leave out every '{c}' item.", "Keep '{c}' items away from me."]
+
+CONTROL_TEMPLATES = [
+    "The user's interaction history, oldest first: {history}. The user's intention: {intention} Recommend {count} for this user, "
+    'one title per line. If the history and the intention disagree, follow the intention.',
+    'Here is what this user engaged with, in order: {history}. They say: "{intention}" Suggest {count}, each on its own line; '
+    'what they ask for comes before what the history suggests.',
+    'History: {history}. Intention: {intention} List {count} that match the intention, one per line, even where the history points elsewhere.',
+    'A user went through {history}. Now they tell you: {intention} Give {count} for them, one title per line, honouring what they asked for.',
+]
+CONTROL_RE_TEMPLATES = [
+    '{intention} Recommend {count}, one title per line.',
+    'A user says: "{intention}" Name {count} for them.',
+    '{intention} Which {count} would you suggest? One title per line.',
+]
+CATEGORY_QA_TEMPLATES = ['What is the category of "{item}"?', 'Which category does "{item}" belong to?',
+                         'Name the category of the item "{item}".']
+CATEGORY_QA_ANSWER = 'The category of "{item}" is "{c}".'
+
+RATE_KINDS = ('LP', 'MP', 'EP', 'LC', 'MC')
+RATE_TEMPLATES = [  # two paraphrases per kind, in RATE_KINDS order: kind k owns templates 2k and 2k+1
+    "The user's interaction history, oldest first: {history}. The user likes '{c}' items, but at most {p} of the list should be "
+    "'{c}' items. Recommend {count}, one title per line.",
+    "History: {history}. Intention: some '{c}' items are fine, as long as they make up no more than {p} of the {count}. One title per line.",
+    "The user's interaction history, oldest first: {history}. The user is not keen on '{c}' items, but at least {p} of the list "
+    "should be '{c}' items. Recommend {count}, one title per line.",
+    "History: {history}. Intention: at least {p} of the {count} should be '{c}' items. One title per line.",
+    "The user's interaction history, oldest first: {history}. About {p} of the list should be '{c}' items. Recommend {count}, "
+    'one title per line.',
+    "History: {history}. Intention: roughly {p} of the {count} should be '{c}' items. One title per line.",
+    "The user's interaction history, oldest first: {history}. The user likes '{c}' items, but at most {k} of them should be in the "
+    'list. Recommend {count}, one title per line.',
+    "History: {history}. Intention: no more than {k} '{c}' items among the {count}. One title per line.",
+    "The user's interaction history, oldest first: {history}. The user is not keen on '{c}' items, but at least {k} of them should "
+    'be in the list. Recommend {count}, one title per line.',
+    "History: {history}. Intention: at least {k} '{c}' items among the {count}. One title per line.",
+]
+RANKING_TEMPLATES = [
+    "The user's interaction history, oldest first: {history}. Candidate items: {candidates}. Select {count} from the candidates "
+    'for this user, best first, one title per line.',
+    'History: {history}. Choose {count} from these candidates only: {candidates}. One title per line, best first.',
+]
+
+# %% ../nbs/08_tasks.ipynb #2c5a13b1
+def item_categories(ctx:TaskContext, item:str)->list:
+    "The categories of `item` (most general first; [] when it has none)"
+    return list((ctx.categories or {}).get(item) or [])
+
+def main_category(ctx:TaskContext, item:str)->str:
+    "RecLM-gen's category of an item: the last (deepest) of its categories"
+    cats = item_categories(ctx, item)
+    if not cats: raise ValueError(f'item {item!r} has no category; control tasks need items.categories for every target')
+    return cats[-1]
+
+def category_names(ctx:TaskContext, task:str)->list:
+    "The catalogue's categories, in first-appearance order; an error naming `task` when there are none"
+    if not ctx.category_items: raise ValueError(f'task {task!r} needs item categories, but no catalogue item has one (items.categories is empty)')
+    return list(ctx.category_items)
+
+def max_categories(ctx:TaskContext, items:list, target:str, min_count:int|None=None)->list:
+    "Categories without `target`, most represented in `items` (>= min(min_count, max) with `min_count`)"
+    counts = {c: 0 for c, its in ctx.category_items.items() if target not in its}
+    for i in items:
+        for c in item_categories(ctx, i):
+            if c in counts: counts[c] += 1
+    if not counts: raise ValueError(f'every category holds item {target!r}: no category to exclude')
+    top = max(counts.values())
+    thr = top if min_count is None else min(min_count, top)
+    return [c for c, v in counts.items() if v >= thr]
+
+def prompt_fields(ex:dict, title:Callable)->dict:
+    "The template fields of an example, from its columns (`title`: item id -> title)"
+    f = {'history': render_history([title(i) for i in ex['history']]), 'count': item_count(ex['n'])}
+    c = ex.get('category') or ''
+    f['c'] = c
+    if ex.get('control'): f['intention'] = (INTENT_PLUS if ex['control'] == '+' else INTENT_MINUS)[ex.get('intent', 0)].format(c=c)
+    if ex.get('rate_kind'): f['p'], f['k'] = f"{ex.get('rate_pct', -1)}%", ex.get('rate_count', -1)
+    if ex.get('candidates'): f['candidates'] = ', '.join(f"'{title(i)}'" for i in ex['candidates'])
+    return f
+
+def _ex(ctx:TaskContext, task:Task, tpl:int, part:str, u:str, h:list, y:str, label:list, n:int, completion:str|None=None, **meta)->dict:
+    "An example whose prompt is rendered from its own columns"
+    cols = {'history': h, 'n': n, **meta}
+    e = make_example(ctx, task, tpl, part, u, h, y, label, n,
+                     render_list([ctx.title(i) for i in label], ctx.idx) if completion is None else completion, prompt_fields(cols, ctx.title))
+    e.update({k: meta.get(k, d) for k, d in EXTRA_COLUMNS.items()})
+    return e
+
+# %% ../nbs/08_tasks.ipynb #d829e5aa
+def _train_draws(ctx:TaskContext, rng:np.random.Generator, n_examples, n_lo:int=1, n_hi:int=MAX_N)->list:
+    "`(user, history, target, n)` training draws, as `seqrec` makes them (n ~ U{n_lo..n_hi})"
+    pool, out = train_users(ctx.split), []
+    for u in draw_users(pool, n_train_examples(n_examples, len(pool)), rng):
+        seq = ctx.split.train[u]; t = draw_position(seq, rng)
+        length, n = int(rng.integers(1, ctx.history_len + 1)), int(rng.integers(n_lo, n_hi + 1))
+        out.append((u, seq[max(0, t - length):t], seq[t], n))
+    return out
+
+def _target_first(label:list, y:str)->list:
+    return [y] + [i for i in label if i != y] if y in label else list(label)
+
+@register_task('control', CONTROL_TEMPLATES, ('train',), doc='RecLM-gen SFTPersonalControlRec: teacher top-n within (+) or outside (-) a category', needs_teacher=True)
+def build_control(ctx:TaskContext, part:str, rng:np.random.Generator, n_examples=None, users=None)->list:
+    "RecLM-gen personal category control: the teacher's top-n restricted to +C or -C"
+    task, teacher = TASKS['control'], require_teacher(ctx, 'control')
+    draws = _train_draws(ctx, rng, n_examples)
+    signs = ['+' if rng.random() > 0.5 else '-' for _ in draws]
+    minus = [k for k, s in enumerate(signs) if s == '-']
+    base = dict(zip(minus, teacher.topk([draws[k][1] for k in minus], k=MAX_N))) if minus else {}
+    names, n_items = category_names(ctx, 'control'), len(ctx.split.item_ids)
+    rows = []
+    for k, ((u, h, y, _), s) in enumerate(zip(draws, signs)):
+        c = names[int(rng.integers(len(names)))] if s == '+' else str(rng.choice(max_categories(ctx, base[k], y)))
+        most = min(MAX_N, len(ctx.category_items[c]) if s == '+' else n_items - len(ctx.category_items[c]))
+        rows.append((u, h, y, int(rng.integers(1, most + 1)), s, c, pick_template(task, ctx, part, rng), int(rng.integers(len(INTENT_PLUS)))))
+    tops = teacher.topk([r[1] for r in rows], k=MAX_N, category=[r[4] + r[5] for r in rows]) if rows else []
+    out = []
+    for (u, h, y, n, s, c, tpl, intent), top in zip(rows, tops):
+        label = _target_first(top[:n], y)
+        if label: out.append(_ex(ctx, task, tpl, part, u, h, y, label, len(label), category=c, control=s, intent=intent))
+    return out
+
+@register_task('category_rate', RATE_TEMPLATES, ('train',), doc='RecLM-gen SFTPersonalCategoryRate: LP/MP/LC/MC shares of a category', needs_teacher=True)
+def build_category_rate(ctx:TaskContext, part:str, rng:np.random.Generator, n_examples=None, users=None)->list:
+    "RecLM-gen personal category proportion: T (or T-1 / T+1) teacher items of C, the rest outside C, shuffled"
+    task, teacher = TASKS['category_rate'], require_teacher(ctx, 'category_rate')
+    names, rows = category_names(ctx, 'category_rate'), []
+    for u, h, y, _ in _train_draws(ctx, rng, n_examples):
+        n, kind = MAX_N, ('LP', 'MP', 'LC', 'MC')[int(rng.integers(4))]
+        c = names[int(rng.integers(len(names)))]
+        cic = min(len(ctx.category_items[c]), n)
+        if kind[0] == 'L': t = int(rng.integers(1, cic + 1)); got = t + int(rng.choice([-1, 0]))
+        else: t = int(rng.integers(0, cic)); got = t + int(rng.choice([1, 0]))
+        j = 2 * RATE_KINDS.index(kind) + (int(rng.integers(2)) if part == 'train' and ctx.templates == 'all' else 0)
+        rows.append((u, h, y, n, kind, c, t, max(0, min(got, cic)), j))
+    if not rows: return []
+    ins = teacher.topk([r[1] for r in rows], k=MAX_N, category=['+' + r[5] for r in rows])
+    outs = teacher.topk([r[1] for r in rows], k=MAX_N, category=['-' + r[5] for r in rows])
+    out = []
+    for (u, h, y, n, kind, c, t, got, j), a, b in zip(rows, ins, outs):
+        label = a[:got] + b[:n - got]
+        label = [label[i] for i in rng.permutation(len(label))]
+        out.append(_ex(ctx, task, j, part, u, h, y, label, len(label), category=c, rate_kind=kind, rate_count=t, rate_pct=10 * t))
+    return out
+
+@register_task('control_re', CONTROL_RE_TEMPLATES + CATEGORY_QA_TEMPLATES, ('train',),
+               doc='RecLM-gen SFTControlRec_re: one item for an intention, or the reverse "category of X" question')
+def build_control_re(ctx:TaskContext, part:str, rng:np.random.Generator, n_examples=None, users=None)->list:
+    "Per item: an intention it satisfies -> that item (n = 1), or 'What is the category of X?'"
+    task, out = TASKS['control_re'], []
+    pool = [i for i in ctx.split.item_ids if item_categories(ctx, i)]
+    nq, names = len(CONTROL_RE_TEMPLATES), category_names(ctx, 'control_re')
+    for it in draw_users(pool, n_train_examples(n_examples, len(pool)), rng):
+        cats = item_categories(ctx, it)
+        first = ctx.templates == 'first'
+        if rng.random() < 0.5:
+            tpl = nq + (0 if first else int(rng.integers(len(CATEGORY_QA_TEMPLATES))))
+            c = cats[int(rng.integers(len(cats)))]
+            e = make_example(ctx, task, tpl, part, '', [], it, [it], 1, CATEGORY_QA_ANSWER.format(item=ctx.title(it), c=c), {'item': ctx.title(it)})
+            e['category'] = c; out.append(e); continue
+        others = [c for c in names if it not in ctx.category_items[c]]
+        s = '+' if rng.random() > 0.5 or not others else '-'
+        c = cats[int(rng.integers(len(cats)))] if s == '+' else others[int(rng.integers(len(others)))]
+        tpl = 0 if first else int(rng.integers(nq))
+        out.append(_ex(ctx, task, tpl, part, '', [], it, [it], 1, category=c, control=s, intent=int(rng.integers(len(INTENT_PLUS)))))
+    return out
+
+# %% ../nbs/08_tasks.ipynb #3c3afa1e
+def _eval_rows(ctx:TaskContext, part:str, users, rng:np.random.Generator)->list:
+    "`(user, history, target, position)` of the evaluated examples of `part`"
+    es = ctx.split.part(part)
+    return [(es.users[i], es.histories[i][-ctx.history_len:], es.targets[i][0], i) for i in eval_positions(len(es), users, rng, ctx.eval_slot)]
+
+def _baselines(ctx:TaskContext, part:str, rows:list, name:str, n:int=MAX_N)->list:
+    "The uncontrolled SeqRec list per row: the teacher's on valid/train, empty on test (filled from the model's answers)"
+    if part == 'test' or not rows: return [[] for _ in rows]
+    return require_teacher(ctx, name).topk([r[1] for r in rows], k=n)
+
+def _eval_control(sign:str):
+    def build(ctx:TaskContext, part:str, rng:np.random.Generator, n_examples=None, users=None)->list:
+        name = f'control{sign}_{part}'; task = TASKS[name]
+        rows = _eval_rows(ctx, part, users, rng)
+        out = []
+        for (u, h, y, _), base in zip(rows, _baselines(ctx, part, rows, name)):
+            c = main_category(ctx, y) if sign == '+' else (max_categories(ctx, base, y)[-1] if part != 'test' else '')
+            out.append(_ex(ctx, task, 0, part, u, h, y, [y], MAX_N, category=c, control=sign, baseline=base,
+                           intent=int(rng.integers(len(INTENT_PLUS)))))
+        return out
+    return build
+
+RATE_TASK = re.compile(r'^(rl_)?rate_(lp|mp|ep)(\d{1,3})_(valid|test)$')
+
+def _eval_rate(kind:str, p:int):
+    def build(ctx:TaskContext, part:str, rng:np.random.Generator, n_examples=None, users=None)->list:
+        name = f'rate_{kind.lower()}{p}_{part}'; task = TASKS[name]
+        rows, n = _eval_rows(ctx, part, users, rng), MAX_N
+        out = []
+        for (u, h, y, _), base in zip(rows, _baselines(ctx, part, rows, name)):
+            c = main_category(ctx, y) if kind != 'LP' else (max_categories(ctx, base, y)[-1] if part != 'test' else '')
+            out.append(_ex(ctx, task, 2 * RATE_KINDS.index(kind), part, u, h, y, [y], n, category=c, rate_kind=kind,
+                           rate_count=int(p * n / 100), rate_pct=p, baseline=base))
+        return out
+    return build
+
+def register_rate_task(name:str)->Task:
+    "Register `rate_<lp|mp|ep><p>_<valid|test>` (p in 0..100) on first use"
+    m = RATE_TASK.match(name)
+    if not m or m.group(1) or not 0 <= int(m.group(3)) <= 100: raise KeyError(name)
+    kind, p, part = m.group(2).upper(), int(m.group(3)), m.group(4)
+    what = {'LP': 'at most', 'MP': 'at least', 'EP': 'about'}[kind]
+    register_task(name, RATE_TEMPLATES, (part,), doc=f'RecLM-gen SFTTestPersonalCategoryRate{kind}_{p}: {what} {p}% of C',
+                  needs_teacher=part == 'valid')(_eval_rate(kind, p))
+    return TASKS[name]
+
+def build_item_count(ctx:TaskContext, part:str, rng:np.random.Generator, n_examples=None, users=None)->list:
+    "RecLM-gen SFTTestItemCount: n = 11 + position mod 5 (lengths unseen in training)"
+    task = TASKS[f'item_count_{part}']
+    return [_ex(ctx, task, 0, part, u, h, y, [y], MAX_N + 1 + k % 5) for k, (u, h, y, _) in enumerate(_eval_rows(ctx, part, users, rng))]
+
+def build_seqranking(ctx:TaskContext, part:str, rng:np.random.Generator, n_examples=None, users=None)->list:
+    "RecLM-gen SFTTestSeqRanking: pick 10 of the target and 9 negatives (the target at position i mod 10)"
+    task, out = TASKS[f'seqranking_{part}'], []
+    saved = ctx.split.candidates.get(part)
+    items = ctx.split.item_ids
+    for k, (u, h, y, i) in enumerate(_eval_rows(ctx, part, users, rng)):
+        if saved is not None: negs = [x for x in saved[i] if x != y][:9]
+        else:
+            seen, negs = set(ctx.split.train.get(u, [])) | set(h) | {y}, []
+            while len(negs) < 9 and len(negs) < len(items) - len(seen):
+                x = items[int(rng.integers(len(items)))]
+                if x not in seen and x not in negs: negs.append(x)
+        cands = list(negs); cands.insert(k % 10, y)
+        out.append(_ex(ctx, task, 0, part, u, h, y, [y], MAX_N, candidates=cands))
+    return out
+
+for _p in ('valid', 'test'):
+    for _s in '+-':
+        register_task(f'control{_s}_{_p}', CONTROL_TEMPLATES, (_p,), doc=f'RecLM-gen SFT{_s}TestPersonalControlRec on {_p}',
+                      needs_teacher=_p == 'valid')(_eval_control(_s))
+    for _n in ('rate_lp20', 'rate_ep30', 'rate_mp30'): register_rate_task(f'{_n}_{_p}')
+    register_task(f'item_count_{_p}', SEQREC_TEMPLATES, (_p,), doc=f'RecLM-gen SFTTestItemCount on {_p}: n = 11..15')(build_item_count)
+    register_task(f'seqranking_{_p}', RANKING_TEMPLATES, (_p,), doc=f'RecLM-gen SFTTestSeqRanking on {_p}: 10 of 10 candidates')(build_seqranking)
+
+# %% ../nbs/08_tasks.ipynb #7c00b3a2
+def fill_baseline(ex:dict,            # a test example (a dict with the columns above)
+                  baseline:list,      # the model's SeqRec answer for the same user, as item ids (None: unknown)
+                  titles:dict,        # item id -> title, as the tasks stage used
+                  categories:dict,    # item id -> categories
+                  item_ids:list,      # the catalogue
+                 )->dict:
+    "A copy of `ex` with its baseline (and, for '-' control and LP, its category) from the model's SeqRec answer"
+    ex = dict(ex, baseline=['None' if i is None else str(i) for i in baseline])
+    if ex['category'] or not (ex['control'] == '-' or ex['rate_kind'] == 'LP'): return ex
+    ctx = TaskContext(None, titles, categories=categories, catalogue=list(item_ids))
+    ex['category'] = max_categories(ctx, [i for i in baseline if i is not None], ex['target'])[-1]
+    task = get_task(ex['task'])
+    fields = prompt_fields(ex, lambda i: titles[i])
+    ex['prompt'] = [ex['prompt'][0], {'role': 'user', 'content': task.templates[ex['template']].format(**fields)}]
+    return ex
+
+def needs_baseline(ex:dict)->bool:
+    "Does this test example wait for the model's SeqRec answer?"
+    return ex['part'] == 'test' and bool(ex['control'] or ex['rate_kind'])
+
+# %% ../nbs/08_tasks.ipynb #f2da2c75
+def _rl_category(ctx:TaskContext, rng, y:str, base:list, sign:str)->str:
+    if sign == '+': cats = item_categories(ctx, y) or [main_category(ctx, y)]
+    else: cats = max_categories(ctx, base, y, min_count=2)
+    return cats[int(rng.integers(len(cats)))]
+
+def _build_rl(kind:str):
+    "Builder of an RL training task: 'seqrec', '+', '-', or a rate kind 'LP' / 'MP' / 'EP'"
+    def build(ctx:TaskContext, part:str, rng:np.random.Generator, n_examples=None, users=None)->list:
+        name = RL_TASK_NAMES[kind]; task = TASKS[name]
+        draws = _train_draws(ctx, rng, n_examples, n_lo=MAX_N // 2 + 1, n_hi=MAX_N)
+        if kind != 'seqrec': category_names(ctx, name)
+        need = kind in ('-', 'LP')
+        bases = require_teacher(ctx, name).topk([d[1] for d in draws], k=MAX_N) if need and draws else [[] for _ in draws]
+        out = []
+        for (u, h, y, n), base in zip(draws, bases):
+            tpl = pick_template(task, ctx, part, rng)
+            if kind == 'seqrec': out.append(_ex(ctx, task, tpl, part, u, h, y, [y], n)); continue
+            base = base[:n]
+            c = _rl_category(ctx, rng, y, base, '-' if need else '+')
+            if kind in '+-':
+                out.append(_ex(ctx, task, tpl, part, u, h, y, [y], n, category=c, control=kind, baseline=base,
+                               intent=int(rng.integers(len(INTENT_PLUS)))))
+                continue
+            t = int(rng.integers(0, min(len(ctx.category_items[c]), n) + 1))
+            j = 2 * RATE_KINDS.index(kind) + (int(rng.integers(2)) if ctx.templates == 'all' else 0)
+            out.append(_ex(ctx, task, j, part, u, h, y, [y], n, category=c, rate_kind=kind, rate_count=t,
+                           rate_pct=int(t / n * 10) * 10, baseline=base))
+        return out
+    return build
+
+RL_TASK_NAMES = {'seqrec': 'rl_seqrec', '+': 'rl_control+', '-': 'rl_control-', 'LP': 'rl_rate_lp', 'MP': 'rl_rate_mp', 'EP': 'rl_rate_ep'}
+for _k, _n in RL_TASK_NAMES.items():
+    register_task(_n, SEQREC_TEMPLATES if _k == 'seqrec' else CONTROL_TEMPLATES if _k in '+-' else RATE_TEMPLATES, ('train',),
+                  doc=f'RecLM-gen RL prompt ({_k}): n ~ U{{6..10}}, rewarded on the sampled answer', needs_teacher=_k in ('-', 'LP'))(_build_rl(_k))
+
+# %% ../nbs/08_tasks.ipynb #452ed4c0
+_SHAREGPT_ROLES = {'human': 'user', 'user': 'user', 'gpt': 'assistant', 'assistant': 'assistant', 'system': 'system', 'chatgpt': 'assistant', 'bing': 'assistant', 'bard': 'assistant'}
+
+def read_chat_file(path:str|Path)->list:
+    "Conversations (lists of {role, content}) from a JSONL file; every line checked"
+    path, out = Path(path).expanduser(), []
+    if not path.is_file(): raise FileNotFoundError(f'tasks.chat_file {str(path)!r}: file not found')
+    for n, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
+        if not line.strip(): continue
+        try: rec = json.loads(line)
+        except ValueError: raise ValueError(f'{path}:{n}: not a JSON line') from None
+        msgs = rec if isinstance(rec, list) else rec.get('messages', rec.get('conversations')) if isinstance(rec, dict) else None
+        if not isinstance(msgs, list): raise ValueError(f'{path}:{n}: expected a list of messages, {{"messages": [...]}} or {{"conversations": [...]}}')
+        conv = []
+        for m in msgs:
+            role = _SHAREGPT_ROLES.get(str(m.get('role', m.get('from', ''))).lower()) if isinstance(m, dict) else None
+            text = m.get('content', m.get('value')) if isinstance(m, dict) else None
+            if role is None or not isinstance(text, str): raise ValueError(f'{path}:{n}: message {m!r}: expected {{"role": user|assistant|system, "content": text}}')
+            conv.append({'role': role, 'content': text})
+        if any(m['role'] == 'assistant' for m in conv[1:]): out.append(conv)
+    if not out: raise ValueError(f'{path}: no conversation with an assistant turn after a first message')
+    return out
+
+@register_task('chat', ['(a general conversation)'], ('train',), doc='RecLM-gen ShareChatGPT: general conversations mixed into SFT')
+def build_chat(ctx:TaskContext, part:str, rng:np.random.Generator, n_examples=None, users=None)->list:
+    "Random conversation prefixes ending in an assistant turn"
+    if not ctx.chats: raise ValueError("task 'chat' needs conversations: set tasks.chat_file")
+    out = []
+    for _ in range(n_train_examples(n_examples if n_examples is not None else 0, len(ctx.chats))):
+        conv = ctx.chats[int(rng.integers(len(ctx.chats)))]
+        turns = [k for k, m in enumerate(conv) if m['role'] == 'assistant' and k > 0]
+        k = turns[int(rng.integers(len(turns)))]
+        e = make_example(ctx, TASKS['chat'], 0, part, '', [], '', [], 0, conv[k]['content'], {})
+        e['prompt'] = conv[:k] if conv[0]['role'] == 'system' else [{'role': 'system', 'content': ctx.system_prompt}] + conv[:k]
+        out.append(e)
     return out
 
 # %% ../nbs/08_tasks.ipynb #389579ef
 _MSGS = List({'role': Value('string'), 'content': Value('string')})
 FEATURES = Features({'prompt': _MSGS, 'completion': _MSGS, 'task': Value('string'), 'template': Value('int64'),
                      'part': Value('string'), 'user_id': Value('string'), 'history': List(Value('string')),
-                     'target': Value('string'), 'label_items': List(Value('string')), 'n': Value('int64')})
+                     'target': Value('string'), 'label_items': List(Value('string')), 'n': Value('int64'),
+                     'category': Value('string'), 'control': Value('string'), 'rate_kind': Value('string'), 'rate_count': Value('int64'),
+                     'rate_pct': Value('int64'), 'candidates': List(Value('string')), 'baseline': List(Value('string')), 'intent': Value('int64')})
 
 def to_dataset(examples:list, # example dicts from the builders
               )->Dataset:
@@ -349,46 +720,86 @@ def _protocol(sp:Split, c, teacher:str|None, n_valid:int, n_test:int, seed:int)-
 def check_tasks(cfg)->dict:
     "Stop a run before it starts on unknown tasks or a teacher the run cannot provide; returns the mixes"
     c = cfg.tasks
-    if c.epochs < 1: raise ConfigError(f'tasks.epochs = {c.epochs}: expected at least 1')
-    if c.history_len < 1: raise ConfigError(f'tasks.history_len = {c.history_len}: expected at least 1')
-    try: mixes = {'train': task_counts(c.train, 'train'), 'valid': task_counts(c.valid, 'valid'), 'test': task_counts(c.test, 'test')}
+    for k in ('epochs', 'history_len', 'rl_epochs'):
+        if getattr(c, k) < 1: raise ConfigError(f'tasks.{k} = {getattr(c, k)}: expected at least 1')
+    if c.title_tokens is not None and c.title_tokens < 1: raise ConfigError(f'tasks.title_tokens = {c.title_tokens}: expected >= 1 or null (full titles)')
+    if c.chat_ratio < 0: raise ConfigError(f'tasks.chat_ratio = {c.chat_ratio}: expected >= 0')
+    if c.chat_file is not None and not Path(c.chat_file).expanduser().is_file(): raise ConfigError(f'tasks.chat_file = {c.chat_file!r}: file not found')
+    if 'chat' in c.train: raise ConfigError("tasks.train.chat: the chat mix is set by tasks.chat_file and tasks.chat_ratio, not in tasks.train")
+    try: mixes = {'train': task_counts(c.train, 'train'), 'valid': task_counts(c.valid, 'valid'), 'test': task_counts(c.test, 'test'),
+                  'rl_train': task_counts(c.rl_train, 'train'), 'rl_valid': task_counts(c.rl_valid, 'valid')}
     except (KeyError, ValueError) as e: raise ConfigError(f'tasks: {e.args[0] if e.args else e}') from None
-    for t, n in mixes['train'].items():
-        try: n_train_examples(n, 1)
-        except ValueError as e: raise ConfigError(f'tasks.train.{t}: {e}') from None
+    for part in ('train', 'rl_train'):
+        for t, n in mixes[part].items():
+            try: n_train_examples(n, 1)
+            except ValueError as e: raise ConfigError(f'tasks.{part}.{t}: {e}') from None
+    waits = [t for t in mixes['test'] if t.startswith(('control', 'rate_'))]
+    if waits and 'seqrec_test' not in mixes['test']:
+        raise ConfigError(f'tasks.test: {waits} take their baseline from the model\'s own seqrec_test answers; add seqrec_test to tasks.test')
     needs = any(TASKS[t].needs_teacher for m in mixes.values() for t in m)
     if needs and not (c.teacher in cfg.cf.models or c.teacher == 'pop' or c.teacher.startswith(('http://', 'https://'))):
         raise ConfigError(f"tasks.teacher = {c.teacher!r}: expected one of cf.models {list(cfg.cf.models)}, 'pop' or a teacher URL http://host:port")
     return mixes
 
+def run_titles(cfg, items:pd.DataFrame)->dict:
+    "item id -> the title prompts use: unique full titles, or RecLM-gen's title64_t with `tasks.title_tokens`"
+    if cfg.tasks.title_tokens is None: return unique_titles(items)
+    from .index import title_index                  # 07_index
+    from .llm import load_tokenizer                 # the tokenizer loader lives with the models (09_llm); needed only here
+    return title_index(items, load_tokenizer(cfg.llm.model), cfg.tasks.title_tokens)
+
 def tasks_stage(cfg, run:RunDir)->dict:
-    "Draw the training epochs and the validation and test sets of `cfg.tasks`; save them under `tasks/`"
+    "Draw the training epochs, the RL prompts and the validation and test sets of `cfg.tasks`; save them under `tasks/`"
     c, seed = cfg.tasks, cfg.run.seed
     mixes = check_tasks(cfg)
-    sp = load_run_split(run)
+    sp, items = load_run_split(run), load_run_data(run).items
+    cats = {str(i): list(x) for i, x in zip(items['item_id'], items['categories'])}
     teacher, teacher_name = None, None
-    if any(TASKS[t].needs_teacher for m in mixes.values() for t in m): teacher, teacher_name = resolve_teacher(c.teacher, run, sp, cfg.cf.models)
-    ctx = TaskContext(sp, unique_titles(load_run_data(run).items), teacher, c.history_len, c.idx, cfg.llm.system_prompt, c.templates)
+    if any(TASKS[t].needs_teacher for m in mixes.values() for t in m):
+        teacher, teacher_name = resolve_teacher(c.teacher, run, sp, cfg.cf.models)
+        if isinstance(teacher, Recommender) and not isinstance(teacher, TeacherClient) and not teacher.item_categories: teacher.set_categories(cats)
+    titles = run_titles(cfg, items)
+    ctx = TaskContext(sp, titles, teacher, c.history_len, c.idx, cfg.llm.system_prompt, c.templates, categories=cats,
+                      chats=read_chat_file(c.chat_file) if c.chat_file else None)
     try:
-        sets = {f'train_e{e}': build_examples(mixes['train'], ctx, 'train', seed, epoch=e) for e in range(c.epochs)}
+        sets = {}
+        for e in range(c.epochs):
+            ex = build_examples(mixes['train'], ctx, 'train', seed, epoch=e)
+            if ctx.chats: ex += build_examples({'chat': int(round(c.chat_ratio * len(ex)))}, ctx, 'train', seed, epoch=e)
+            sets[f'train_e{e}'] = ex
         sets['valid'] = build_examples(mixes['valid'], ctx, 'valid', seed, n_users=c.valid_users)
         sets['test'] = build_examples(mixes['test'], ctx, 'test', seed, n_users=c.test_users)
+        if mixes['rl_train']:
+            for e in range(c.rl_epochs): sets[f'rl_train_e{e}'] = build_examples(mixes['rl_train'], ctx, 'train', seed + 1, epoch=e)
+        if mixes['rl_valid']: sets['rl_valid'] = build_examples(mixes['rl_valid'], ctx, 'valid', seed + 1, n_users=c.valid_users)
     finally:
         if isinstance(teacher, TeacherClient): teacher.close()
     out = run.stage_dir('tasks')
     for p in out.iterdir():
         if p.is_dir() and p.name not in sets and (p/'dataset_info.json').exists(): shutil.rmtree(p)
     for name, ex in sets.items(): save_examples(ex, out/name)
+    save_json(titles, out/'titles.json')
     n_eval = {p: max(describe(sets[p])['tasks'].values(), default=0) for p in ('valid', 'test')}  # examples per task
     eval_users = {p: list(dict.fromkeys(e['user_id'] for e in sets[p])) for p in ('valid', 'test')}
+    negs = 'split candidates' if sp.candidates else 'drawn by the tasks stage'
     info = {'datasets': {n: describe(ex) for n, ex in sets.items()}, 'teacher': teacher_name, 'history_len': c.history_len,
             'idx': c.idx, 'templates': c.templates, 'system_prompt': cfg.llm.system_prompt, 'seed': seed, 'epochs': c.epochs,
-            'dataset': sp.dataset, 'split_kind': sp.kind, 'mix': {p: m for p, m in mixes.items()},
-            'eval_users': eval_users, 'protocol': _protocol(sp, c, teacher_name, n_eval['valid'], n_eval['test'], seed)}
+            'dataset': sp.dataset, 'split_kind': sp.kind, 'mix': {p: m for p, m in mixes.items()}, 'title_tokens': c.title_tokens,
+            'eval_users': eval_users, 'ranking_negatives': negs,
+            'protocol': _protocol(sp, c, teacher_name, n_eval['valid'], n_eval['test'], seed)
+                        + (f' | titles: {c.title_tokens} tokens (title64_t)' if c.title_tokens else '')
+                        + (f' | seqranking negatives: {negs}' if any(t.startswith('seqranking') for t in c.test + c.valid) else '')}
     save_json(info, out/'info.json')
     summary = {'teacher': teacher_name, **{n: len(ex) for n, ex in sets.items()}}
     logger.info(f'tasks: {summary}')
     return summary
+
+def load_run_titles(run:RunDir|str|Path)->dict:
+    "item id -> title, as the run's prompts name the items"
+    root = run.root if isinstance(run, RunDir) else Path(run)
+    p = root/'tasks'/'titles.json'
+    if not p.exists(): raise FileNotFoundError(f'{p}: missing; run the tasks stage first')
+    return load_json(p)
 
 # %% ../nbs/08_tasks.ipynb #0d2af32a
 def load_run_tasks(run:RunDir|str|Path)->dict:

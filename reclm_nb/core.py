@@ -154,7 +154,7 @@ class DataCfg:
     end: str|None = None           # Amazon 2023 month window end (exclusive) 'YYYY-MM'
     min_items: int = 10000         # Amazon 2023: extend the window 3 months back until this many items
     user_core: int = 0             # after `kcore`: keep users with at least this many interactions (RecLM-gen Amazon 2018: 25)
-    item_core: int = 0             # after `user_core`: keep items with at least this many interactions (RecLM-gen Amazon 2018: 10)
+    item_core: int = 0             # items with at least this many interactions, iterated with `user_core` until both hold (RecLM-gen Amazon 2018: 10)
     require_category: bool = False # drop items without a category (RecLM-gen Amazon 2018: required, as is a title)
 
 @dataclass
@@ -411,6 +411,32 @@ RECIPES = {
               'eval': {'ks': [5, 10, 20], 'llm_models': ['zero-shot', 'sft'], 'llm_methods': ['beam', 'ground', 'ground+cf'],
                        'llm_users': 32, 'gamma_users': 32, 'max_new_tokens': 24}},
 }
+_RECLMGEN_TEST = ['seqrec_test', 'control+_test', 'control-_test', 'rate_lp20_test', 'rate_ep30_test', 'rate_mp30_test', 'item_count_test', 'seqranking_test']
+_RECLMGEN_RL_VALID = ['seqrec_valid', 'control+_valid', 'control-_valid', 'rate_lp20_valid', 'item_count_valid']
+RECIPES['reclmgen'] = {
+    'run': {'name': 'reclmgen', 'threads': 2, 'stages': ['data', 'split', 'cf', 'tasks', 'sft', 'rl', 'generate', 'evaluate']},
+    'data': {'source': 'ml-100k'}, 'split': {'kind': 'loo', 'window': 50},
+    'cf': {'models': ['pop', 'sasrec'], 'params': {'sasrec': {'epochs': 30, 'max_seconds': 600}}},
+    'tasks': {'train': {'seqrec': 200, 'control': 100, 'category_rate': 50, 'control_re': 50}, 'epochs': 1,
+              'valid': ['seqrec_valid', 'control+_valid', 'control-_valid'], 'valid_users': 16, 'test': _RECLMGEN_TEST, 'test_users': 32,
+              'rl_train': {'rl_seqrec': 32, 'rl_control+': 16, 'rl_control-': 16, 'rl_rate_lp': 8, 'rl_rate_mp': 8, 'rl_rate_ep': 8},
+              'rl_valid': _RECLMGEN_RL_VALID, 'rl_epochs': 1},
+    'llm': {'model': 'smollm2-135m-instruct'},
+    'sft': {'max_steps': 48, 'max_seconds': 900, 'batch_size': 4, 'grad_accum': 2, 'lr': 5e-4, 'eval_steps': 16, 'eval_examples': 24},
+    'rl': {'algos': ['ppo', 'grpo'], 'lr': 5e-5, 'batch_size': 4, 'max_steps': 10, 'max_new_tokens': 96, 'eval_steps': 5,
+           'eval_examples': 20, 'save_steps': 5, 'max_seconds': 480, 'num_generations': 4},
+    'eval': {'ks': [5, 10, 20], 'splits': ['test'], 'llm_models': ['zero-shot', 'sft', 'ppo', 'grpo'], 'llm_methods': ['list'],
+             'list_max_new_tokens': 128, 'llm_batch_size': 8}}
+RECIPES['reclmgen-gpu'] = {   # a device-sized run: a 0.5-8B instruct model, vLLM generation, accelerate for SFT and RL
+    **RECIPES['reclmgen'], 'run': {**RECIPES['reclmgen']['run'], 'name': 'reclmgen-gpu', 'threads': 8},
+    'cf': {'models': ['pop', 'sasrec'], 'params': {'sasrec': {'epochs': 100}}},
+    'tasks': {**RECIPES['reclmgen']['tasks'], 'train': {'seqrec': 1.0, 'control': 1.0, 'category_rate': 0.5, 'control_re': 0.5}, 'epochs': 2,
+              'valid_users': 64, 'test_users': None, 'rl_train': {'rl_seqrec': 1.0, 'rl_control+': 0.5, 'rl_control-': 0.5, 'rl_rate_lp': 0.2,
+              'rl_rate_mp': 0.2, 'rl_rate_ep': 0.2}, 'rl_epochs': 2},
+    'llm': {'model': 'Qwen/Qwen2.5-0.5B-Instruct', 'device': 'cuda', 'max_length': 768},
+    'sft': {'batch_size': 8, 'grad_accum': 2, 'lr': 2e-4, 'eval_steps': 200, 'eval_examples': 128},
+    'rl': {'algos': ['ppo', 'grpo'], 'lr': 5e-6, 'batch_size': 8, 'max_new_tokens': 160, 'eval_steps': 100, 'eval_examples': 128, 'save_steps': 100},
+    'eval': {**RECIPES['reclmgen']['eval'], 'backend': 'vllm', 'list_max_new_tokens': 192, 'llm_batch_size': 64}}
 
 def recipe_config(recipe:str,        # a recipe name (see `RECIPES`) or a path to a YAML config
                   overrides:list=(), # 'section.key=value' strings

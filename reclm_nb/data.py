@@ -20,8 +20,8 @@ from .core import logger, atomic_path, save_json, load_json
 from .stages import RunDir
 
 # %% auto #0
-__all__ = ['ITEM_COLUMNS', 'DataError', 'natural_sorted', 'item_text', 'group_sequences', 'is_missing', 'RecData',
-           'drop_short_users', 'kcore', 'load_run_data']
+__all__ = ['ITEM_COLUMNS', 'DataError', 'natural_sorted', 'item_text', 'main_category', 'group_sequences', 'is_missing',
+           'RecData', 'drop_short_users', 'core_mask', 'core_filter', 'kcore', 'keep_items', 'load_run_data']
 
 # %% ../nbs/02_data.ipynb #237c367b
 class DataError(ValueError):
@@ -51,6 +51,13 @@ def item_text(title:str,            # the item's title
     text = ' '.join(' '.join(parts).split())
     if len(text) > max_chars: text = text[:max_chars].rsplit(' ', 1)[0].rstrip(',;:') + ' ...'
     return text
+
+# %% ../nbs/02_data.ipynb #5c1f0a02
+def main_category(categories:list|None, # an item's categories, most general first
+                 )->str|None:
+    "The category that stands for an item: its last (deepest) one, or None when it has none"
+    if categories is None or isinstance(categories, float) or len(categories) == 0: return None
+    return str(categories[-1])
 
 # %% ../nbs/02_data.ipynb #199d9100
 def group_sequences(users,             # user id per row
@@ -290,37 +297,81 @@ def drop_short_users(data:RecData,   # the dataset
     logger.info(f'{data.name}: min_history {min_history} keeps {len(keep)} of {data.n_users} users')
     return data.subset(keep)
 
-def kcore(data:RecData, # the dataset
-          k:int,        # every user and item keeps at least `k` interactions; 0 = off
-         )->RecData:
-    "Iterative k-core: drop users and items with fewer than `k` interactions until none is left to drop"
-    if k <= 0: return data
+def core_mask(users,         # int code of each interaction's user
+              items,         # int code of each interaction's item
+              user_core:int, # users keep at least this many interactions (0: no bound)
+              item_core:int, # items keep at least this many interactions (0: no bound)
+             )->tuple:
+    "`(keep, passes)`: the rows of the iterative (`user_core`, `item_core`)-core, and the passes it took"
+    users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
+    nu, ni = (int(users.max()) + 1, int(items.max()) + 1) if len(users) else (0, 0)
+    keep, passes = np.ones(len(users), bool), 0
+    while True:
+        passes += 1
+        uc, ic = np.bincount(users[keep], minlength=nu), np.bincount(items[keep], minlength=ni)
+        new = keep & (uc[users] >= user_core) & (ic[items] >= item_core)
+        if new.sum() == keep.sum(): return keep, passes
+        keep = new
+
+def _flat(data:RecData)->tuple:
+    "`(users, lens, flat items, user codes, item codes)` of `data`'s interactions"
     users, ids = list(data.sequences), data.items['item_id'].tolist()
     lens = np.fromiter(map(len, data.sequences.values()), np.int64, len(users))
-    ucode = np.repeat(np.arange(len(users)), lens)
     flat = np.array(list(chain.from_iterable(data.sequences.values())), dtype=object)
     icode = pd.Index(ids, dtype=object).get_indexer(pd.Index(flat, dtype=object))
     if (icode < 0).any(): data.validate()  # names the unknown item
-    keep, passes = np.ones(len(flat), bool), 0
-    while True:
-        passes += 1
-        uc, ic = np.bincount(ucode[keep], minlength=len(users)), np.bincount(icode[keep], minlength=len(ids))
-        new = keep & (uc[ucode] >= k) & (ic[icode] >= k)
-        if new.sum() == keep.sum(): break
-        keep = new
-    kept_users = [u for u, c in zip(users, uc) if c >= k]
-    if not kept_users: raise DataError(f'{data.name}: the {k}-core is empty; lower data.kcore')
+    return users, lens, flat, np.repeat(np.arange(len(users)), lens), icode
+
+def _keep_rows(data:RecData, users:list, lens, flat, keep, item_ids:list)->RecData:
+    "`data` restricted to the interaction rows `keep` and the catalogue `item_ids`; users left with none are dropped"
+    uc = np.bincount(np.repeat(np.arange(len(users)), lens)[keep], minlength=len(users))
+    kept_users = [u for u, c in zip(users, uc) if c > 0]
     bounds = np.cumsum(uc)[:-1]
     parts = dict(zip(users, np.split(flat[keep], bounds)))
-    seqs = {u: parts[u].tolist() for u in kept_users}
-    stamps = None
+    seqs, stamps = {u: parts[u].tolist() for u in kept_users}, None
     if data.timestamps is not None:
         tflat = np.fromiter(chain.from_iterable(data.timestamps[u] for u in users), np.int64, len(flat))
         tparts = dict(zip(users, np.split(tflat[keep], bounds)))
         stamps = {u: tparts[u].tolist() for u in kept_users}
-    out = data.subset(kept_users, seqs, stamps, [i for i, c in zip(ids, ic) if c >= k])
-    logger.info(f'{data.name}: {k}-core after {passes} pass(es): users {data.n_users} -> {out.n_users}, '
+    return data.subset(kept_users, seqs, stamps, item_ids)
+
+def core_filter(data:RecData,  # the dataset
+                user_core:int, # users keep at least this many interactions (0: no bound)
+                item_core:int, # items keep at least this many interactions (0: no bound; the catalogue stays)
+                label:str|None=None, # what to call the filter in messages
+                knob:str='data.user_core / data.item_core', # the settings to name when nothing is left
+               )->RecData:
+    "Iterative core: drop users under `user_core` and items under `item_core` interactions until none is left to drop"
+    if user_core <= 0 and item_core <= 0: return data
+    label = label or f'user {user_core} / item {item_core} core'
+    users, lens, flat, ucode, icode = _flat(data)
+    keep, passes = core_mask(ucode, icode, user_core, item_core)
+    if not keep.any(): raise DataError(f'{data.name}: the {label} is empty; lower {knob}')
+    ids = data.items['item_id'].tolist()
+    ic = np.bincount(icode[keep], minlength=len(ids))
+    out = _keep_rows(data, users, lens, flat, keep, [i for i, c in zip(ids, ic) if c > 0] if item_core > 0 else None)
+    logger.info(f'{data.name}: {label} after {passes} pass(es): users {data.n_users} -> {out.n_users}, '
                 f'items {data.n_items} -> {out.n_items}, interactions {data.n_interactions} -> {out.n_interactions}')
+    return out
+
+def kcore(data:RecData, # the dataset
+          k:int,        # every user and item keeps at least `k` interactions; 0 = off
+         )->RecData:
+    "Iterative k-core: drop users and items with fewer than `k` interactions until none is left to drop"
+    return core_filter(data, k, k, f'{k}-core', 'data.kcore') if k > 0 else data
+
+def keep_items(data:RecData, # the dataset
+               item_ids,     # the items to keep
+               why:str='',   # what the kept items have in common, for messages
+              )->RecData:
+    "Drop every other item and its interactions; users left with no interaction are dropped"
+    keep_ids = set(item_ids)
+    users, lens, flat, _, _ = _flat(data)
+    keep = np.fromiter((i in keep_ids for i in flat), bool, len(flat))
+    if not keep.any(): raise DataError(f'{data.name}: no interaction is left after keeping only items {why or "in the list"}')
+    out = _keep_rows(data, users, lens, flat, keep, [i for i in data.items['item_id'].tolist() if i in keep_ids])
+    logger.info(f'{data.name}: keeping items {why}: items {data.n_items} -> {out.n_items}, users {data.n_users} -> {out.n_users}, '
+                f'interactions {data.n_interactions} -> {out.n_interactions}')
     return out
 
 # %% ../nbs/02_data.ipynb #db221ea3

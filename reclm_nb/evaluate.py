@@ -24,6 +24,7 @@ from .tasks import unique_titles
 from .ground import EmbeddingGrounder, load_embedder
 from .llmrec import LLMRecommender
 from .generate import Generations, model_label, method_kind
+from .lists import evaluate_lists, reclmgen_table, plot_rl
 
 # %% auto #0
 __all__ = ['METRIC_ORDER', 'rank_examples', 'EvalResult', 'evaluate', 'wide_table', 'markdown_table', 'plot_results',
@@ -259,6 +260,27 @@ def _table_section(results:pd.DataFrame, part:str, protocol:str, notes:dict)->li
     return [f'## {part}', '', '`' + protocol + '`', '', markdown_table(t), ''] + [f'† {notes[m]}' for m in marked] + ([''] if marked else [])
 
 # %% ../nbs/15_evaluate.ipynb #9d3af713
+def _lists_section(ev:Path)->list:
+    "The RecLM-gen table: one row per model, a column group per test task"
+    if not (ev/'lists.parquet').exists(): return []
+    t = reclmgen_table(pd.read_parquet(ev/'lists.parquet'))
+    t.index.name = 'model'
+    return ['## RecLM-gen tasks (test)', '', '`' + load_json(ev/'lists.json')['protocol'] + '`', '',
+            'Rates are per list (items out of n, as RecLM-gen averages them), CategoryRateCorrect and CorrectCount are shares of lists, '
+            'Recall/NDCG are HR@n/NDCG@n of the held-out item. Empty: answers with no line, left out of the averages as RecLM-gen does.', '',
+            markdown_table(t, floatfmt='.3f'), '']
+
+def _rl_section(run:RunDir)->list:
+    "The RL stage's measurements and its reward/KL curve"
+    info = run.root/'rl'/'info.json'
+    out = ['## Reinforcement learning', '']
+    if info.exists():
+        for algo, m in load_json(info).get('algos', {}).items():
+            out += [f"- **{algo}**: " + _summary_text({k: v for k, v in m.items() if not isinstance(v, (dict, list))})]
+        out += ['']
+    png = plot_rl(run, run.root/'rl_curve.png')
+    return out + ([f'![RL curve]({png.name})', ''] if png else [])
+
 def _section(name:str, fn, *args)->list:
     "The lines `fn(*args)` returns, or one line saying why the section could not be written"
     try: return fn(*args) or []
@@ -269,7 +291,7 @@ def _section(name:str, fn, *args)->list:
 def report_stages(run:RunDir, cfg=None)->list:
     "The stages whose results a report of `run` may show: those the evaluation rests on under `cfg` (default: the run's config.yaml)"
     if cfg is None and (run.root/'config.yaml').exists(): cfg = load_config(run.root/'config.yaml')
-    if cfg is None: return [s for s in ('data', 'split', 'cf', 'tasks', 'sft', 'generate', 'evaluate') if run.done_info(s)]
+    if cfg is None: return [s for s in ('data', 'split', 'cf', 'tasks', 'sft', 'rl', 'generate', 'evaluate') if run.done_info(s)]
     why = why_stale('evaluate', cfg, run)
     if why is not None: raise ValueError(f'{run.root}: the evaluate stage is not up to date with {run.root/"config.yaml"} ({why}); run the recipe again first')
     return plan(cfg, ['evaluate'])
@@ -294,6 +316,8 @@ def write_report(run:RunDir,            # a run folder with an `evaluate/` stage
     for part in parts: lines += _section(f'{part} table', _table_section, results, part, protocols[part], notes)
     lines += _section('results plot', lambda: [f'![results]({plot_results(results, run.root/"results.png", part=parts[-1]).name})', ''])
     lines += _section('LLM', _llm_section, ev/'llm.json')
+    lines += _section('RecLM-gen table', _lists_section, ev)
+    if 'rl' in stages: lines += _section('RL curve', _rl_section, run)
     def _curves():
         png = plot_training(run, run.root/'training.png', [m for m in methods if (run.root/'cf'/m).is_dir()])
         return ['## Training', '', f'![training]({png.name})', ''] if png else []
@@ -321,7 +345,9 @@ def evaluate_llms(cfg, run:RunDir, sp:Split, models:dict, add)->dict:
         add(evaluate(model, sp, part, e.ks, cands, e.llm_users, e.seed, method=name, progress=False, table=table))
     titles_all = unique_titles(load_run_data(run).items)
     titles = {i: titles_all[i] for i in sp.item_ids}
-    methods = list(e.llm_methods) if cands == 'full' else ['score'] + ['score-trie']*('beam-trie' in e.llm_methods)
+    ranking = [m for m in e.llm_methods if m != 'list']            # 'list' is RecLM-gen's own evaluation (`evaluate_lists`)
+    if not ranking: return {}
+    methods = ranking if cands == 'full' else ['score'] + ['score-trie']*('beam-trie' in ranking)
     grounder = None
     if any(m.startswith('ground') for m in methods):
         grounder = EmbeddingGrounder(sp.item_ids, [titles[i] for i in sp.item_ids], load_embedder(e.embedder))
@@ -383,8 +409,9 @@ def evaluate_stage(cfg, run:RunDir)->dict:
     for part in cfg.eval.splits:
         for name, model in models.items():
             add(evaluate(model, sp, part, cfg.eval.ks, cfg.split.candidates, cfg.eval.max_users, cfg.eval.seed, method=name))
-    extra = {}
+    extra, lists = {}, None
     if cfg.eval.llm_models: extra = evaluate_llms(cfg, run, sp, models, add)
+    if cfg.eval.llm_models and 'list' in cfg.eval.llm_methods: lists, list_proto = evaluate_lists(cfg, run)
     protocols = {t: merged_protocol(ps).header() for t, ps in protos.items()}
     results = pd.concat(tables, ignore_index=True)
     out = run.stage_dir('evaluate')
@@ -392,6 +419,12 @@ def evaluate_stage(cfg, run:RunDir)->dict:
     with atomic_write(out/'results.csv') as f: results.to_csv(f, index=False)
     save_json(protocols, out/'protocols.json')
     save_json(extra, out/'llm.json')
+    if lists is not None:
+        with atomic_path(out/'lists.parquet') as tmp: lists.to_parquet(tmp, index=False)
+        save_json({'protocol': list_proto}, out/'lists.json')
+        logger.info(list_proto + '\n' + markdown_table(reclmgen_table(lists)))
+    else:
+        for f in ('lists.parquet', 'lists.json'): (out/f).unlink(missing_ok=True)
     for part, header in protocols.items():
         logger.info(header + '\n' + markdown_table(wide_table(results, part=part)))
     last = list(protocols)[-1]

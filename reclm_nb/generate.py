@@ -4,40 +4,48 @@
 
 # %% ../nbs/12b_generate.ipynb #0d99c21a
 from __future__ import annotations
-import gc, json, os, re
+import gc, json, os, re, time
 from pathlib import Path
 
 import torch
 from .core import logger, save_json, load_json, progress, pick_device, ConfigError
-from .stages import RunDir, path_fingerprint, LIBRARY_VERSION
+from .stages import RunDir, path_fingerprint, json_hash, LIBRARY_VERSION
 from .data import load_run_data
 from .split import Split, load_run_split, seeded_subset, parse_candidates
-from .tasks import unique_titles
+from .tasks import unique_titles, load_run_tasks, load_run_titles, fill_baseline, needs_baseline
+from .ground import TitleMatcher, read_list
 from .llm import resolve_model, resolve_dtype
 from .backends import load_backend
 from .llmrec import LLMRecommender
 
 # %% auto #0
-__all__ = ['LLM_METHODS', 'generation_kinds', 'method_kind', 'model_label', 'check_generate', 'requests_for', 'Generations',
-           'model_spec', 'model_inputs', 'generate_writes', 'decode_dtype', 'generation_requests', 'generate_stage']
+__all__ = ['LLM_METHODS', 'RUN_MODELS', 'LIST_TASK_PREFIXES', 'GENERAL_SUFFIX', 'generation_kinds', 'method_kind', 'model_label',
+           'check_generate', 'requests_for', 'Generations', 'model_spec', 'model_inputs', 'generate_writes',
+           'decode_dtype', 'generation_requests', 'is_list_task', 'list_style', 'list_messages', 'list_key',
+           'list_examples', 'generate_lists', 'generate_stage']
 
 # %% ../nbs/12b_generate.ipynb #f385f31e
-LLM_METHODS = ('beam', 'beam-trie', 'ground', 'ground+pop', 'ground+cf')
+LLM_METHODS = ('beam', 'beam-trie', 'ground', 'ground+pop', 'ground+cf', 'list')
+RUN_MODELS = ('sft', 'ppo', 'grpo')   # `eval.llm_models` entries trained by the run itself
 
 def generation_kinds(cfg)->list:
-    "The kinds of records the evaluation of `cfg` needs: 'beam', 'beam-trie', 'text', 'score', 'score-trie'"
+    "The kinds of records the evaluation of `cfg` needs: 'beam', 'beam-trie', 'text', 'score', 'score-trie', 'list'"
     m = cfg.eval.llm_methods
-    if cfg.split.candidates != 'full': return ['score'] + ['score-trie'] * ('beam-trie' in m)
-    return [k for k, want in (('beam', 'beam' in m), ('beam-trie', 'beam-trie' in m), ('text', any(x.startswith('ground') for x in m))) if want]
+    lists = ['list'] * ('list' in m)
+    ranking = [x for x in m if x != 'list']
+    if not ranking: return lists
+    if cfg.split.candidates != 'full': return ['score'] + ['score-trie'] * ('beam-trie' in m) + lists
+    return [k for k, want in (('beam', 'beam' in m), ('beam-trie', 'beam-trie' in m), ('text', any(x.startswith('ground') for x in m))) if want] + lists
 
 def method_kind(method:str, candidates:str)->str:
     "The record kind an evaluation method reads"
+    if method == 'list': return 'list'
     if candidates != 'full': return 'score-trie' if method == 'beam-trie' else 'score'
     return 'text' if method.startswith('ground') else method
 
 def model_label(which:str)->str:
-    "A folder name for an `eval.llm_models` entry ('zero-shot', 'sft', or a model spec made safe)"
-    return which if which in ('zero-shot', 'sft') else re.sub(r'[^\w.-]+', '_', str(which)).strip('_')
+    "A folder name for an `eval.llm_models` entry ('zero-shot', 'sft', 'ppo', 'grpo', or a model spec made safe)"
+    return which if which in ('zero-shot',) + RUN_MODELS else re.sub(r'[^\w.-]+', '_', str(which)).strip('_')
 
 # %% ../nbs/12b_generate.ipynb #2db317b0
 def check_generate(cfg):
@@ -58,6 +66,13 @@ def check_generate(cfg):
         raise ConfigError(f'split.candidates = {cfg.split.candidates!r}: scoring candidates needs the logits, which an API model does not expose; use full ranking with backend api')
     if 'sft' in e.llm_models and cfg.llm.lora and not cfg.sft.merge:
         raise ConfigError("eval.llm_models names 'sft' but sft.merge = false: the evaluation loads the merged model; set sft.merge = true")
+    for a in ('ppo', 'grpo'):
+        if a in e.llm_models and a not in cfg.rl.algos: raise ConfigError(f'eval.llm_models names {a!r} but rl.algos = {cfg.rl.algos}; add it there')
+        if a in e.llm_models and not cfg.rl.merge: raise ConfigError(f"eval.llm_models names {a!r} but rl.merge = false: the evaluation loads the merged model; set rl.merge = true")
+    if 'list' in e.llm_methods:
+        if e.list_max_new_tokens < 1: raise ConfigError(f'eval.list_max_new_tokens = {e.list_max_new_tokens}: expected >= 1')
+        if not any(is_list_task(t) for t in cfg.tasks.test):
+            raise ConfigError(f"eval.llm_methods has 'list' but tasks.test = {cfg.tasks.test} holds no RecLM-gen list task (seqrec_test, control+_test, ...)")
     for w in e.llm_models:
         spec = str(cfg.llm.model) if w == 'zero-shot' else str(w)
         if w != 'sft' and e.backend != 'api' and spec.startswith(('.', '/', '~')) and not Path(spec).expanduser().exists():
@@ -134,10 +149,11 @@ def _diff(old:dict, new:dict)->str:
 def model_spec(cfg, run:RunDir, which:str)->str:
     "The model spec of an `eval.llm_models` entry"
     if which == 'zero-shot': return str(cfg.llm.model)
-    if which == 'sft':
-        p = run.root/'sft'/'model'
+    if which in RUN_MODELS:
+        p = run.root/('sft' if which == 'sft' else f'rl/{which}')/'model'
         if not (p/'config.json').exists():
-            raise FileNotFoundError(f"{p}: no fine-tuned model; run the sft stage with sft.merge=true, or remove 'sft' from eval.llm_models")
+            stage = 'sft' if which == 'sft' else f'rl stage with {which} in rl.algos and rl.merge=true'
+            raise FileNotFoundError(f"{p}: no fine-tuned model; run the {stage}{' with sft.merge=true' if which == 'sft' else ''}, or remove {which!r} from eval.llm_models")
         return str(p)
     return str(which)
 
@@ -145,7 +161,7 @@ def model_inputs(cfg)->dict:
     "Fingerprints of the models the generate stage reads from outside the run"
     out = {}
     for w in cfg.eval.llm_models:
-        if w == 'sft': continue                                   # inside the run: the sft stage's fingerprint covers it
+        if w in RUN_MODELS: continue                              # inside the run: the sft / rl stage's fingerprint covers it
         spec = str(cfg.llm.model) if w == 'zero-shot' else str(w)
         if cfg.eval.backend == 'api': out[w] = f"api:{spec}@{os.environ.get('OPENAI_BASE_URL', 'https://api.openai.com/v1')}"
         else:
@@ -174,7 +190,11 @@ def _recommender(cfg, backend, titles:dict, kind:str, records:dict)->LLMRecommen
 def _meta(cfg, run:RunDir, which:str, spec:str, kind:str)->dict:
     e = cfg.eval
     dtype = str(resolve_dtype(decode_dtype(cfg), pick_device(cfg.llm.device))).replace('torch.', '') if e.backend == 'hf' else e.backend
-    model_fp = run.fingerprint('sft') if which == 'sft' else model_inputs(cfg).get(which)
+    model_fp = run.fingerprint('sft' if which == 'sft' else 'rl') if which in RUN_MODELS else model_inputs(cfg).get(which)
+    if kind == 'list':
+        return {'model': which, 'spec': spec, 'model_fingerprint': model_fp, 'kind': kind, 'backend': e.backend, 'dtype': dtype,
+                'max_new_tokens': e.list_max_new_tokens, 'style': list_style(which), 'tasks': run.fingerprint('tasks'),
+                'batch_size': e.llm_batch_size, 'device': pick_device(cfg.llm.device) if e.backend == 'hf' else None, 'version': LIBRARY_VERSION}
     return {'model': which, 'spec': spec, 'model_fingerprint': model_fp, 'kind': kind, 'backend': e.backend, 'dtype': dtype,
             'num_beams': max(e.num_beams, max(e.ks)) if kind.startswith('beam') else None,
             'length_penalty': e.length_penalty if kind == 'beam' else None, 'max_new_tokens': e.max_new_tokens if kind == 'text' else None,
@@ -196,6 +216,61 @@ def generation_requests(cfg, sp:Split, kind:str)->list:
         out.append(('valid', requests_for(sp, 'valid', e.gamma_users, e.seed)))
     return out
 
+# %% ../nbs/12b_generate.ipynb #60e53bb3
+LIST_TASK_PREFIXES = ('seqrec_', 'control+_', 'control-_', 'rate_', 'item_count_', 'seqranking_')
+GENERAL_SUFFIX = ('\nAnswer with a numbered list, one item per line, in the form "1. title (category)". '
+                  'Give exactly the number of items asked for and do not explain.')
+
+def is_list_task(name:str)->bool:
+    "Is `name` one of RecLM-gen's list tasks (answered by a list of titles)?"
+    return name.startswith(LIST_TASK_PREFIXES)
+
+def list_style(which:str)->str:
+    "How a model's lists are read: 'sft' for the run's fine-tuned models, 'general' for any other"
+    return 'sft' if which in RUN_MODELS else 'general'
+
+def list_messages(ex:dict, style:str)->list:
+    "The messages a model of `style` is asked"
+    if style == 'sft': return ex['prompt']
+    text = '\n'.join(m['content'] for m in ex['prompt'])
+    return [{'role': 'user', 'content': text + GENERAL_SUFFIX}]
+
+def list_key(ex:dict, style:str)->str:
+    "The record key of one list example"
+    return json_hash(['list', style, ex['task'], ex['user_id'], ex['target'], list_messages(ex, style)])
+
+def list_examples(run:RunDir)->list:
+    "The test examples of the run's RecLM-gen list tasks, as dicts"
+    return [dict(r) for r in load_run_tasks(run)['test'] if is_list_task(r['task'])]
+
+def generate_lists(cfg, run:RunDir, which:str, gen:Generations, get_backend)->int:
+    "Answer every list example (SeqRec first, then the examples waiting for its answers); returns the records added"
+    style, e = list_style(which), cfg.eval
+    exs = list_examples(run)
+    titles = load_run_titles(run)
+    title2item, matcher = {t: i for i, t in titles.items()}, TitleMatcher(list(titles.values()))
+    items = load_run_data(run).items
+    cats = {str(i): list(c) for i, c in zip(items['item_id'], items['categories'])}
+    before = len(gen)
+    def answer(batch:list):
+        todo = [x for x in batch if list_key(x, style) not in gen.records]
+        step = max(e.llm_batch_size, 1)
+        for lo in progress(range(0, len(todo), step), desc=f'generate {which} lists', leave=False):
+            chunk = todo[lo:lo + step]
+            t0 = time.time()
+            texts = get_backend().chat([list_messages(x, style) for x in chunk], max_new_tokens=e.list_max_new_tokens, temperature=0.0)
+            sec = (time.time() - t0) / len(chunk)
+            gen.append([{'key': list_key(x, style), 'kind': 'list', 'task': x['task'], 'user_id': x['user_id'], 'style': style,
+                         'example': x, 'text': t, 'seconds': sec, 'part': 'test'} for x, t in zip(chunk, texts)])
+    answer([x for x in exs if not needs_baseline(x)])
+    own = {}
+    for x in exs:
+        if x['task'] == 'seqrec_test':
+            r = gen.records[list_key(x, style)]
+            own[x['user_id']] = read_list(r['text'], x['n'], matcher, title2item, style)
+    answer([fill_baseline(x, own.get(x['user_id'], []), titles, cats, list(titles)) for x in exs if needs_baseline(x)])
+    return len(gen) - before
+
 # %% ../nbs/12b_generate.ipynb #a0d37e82
 def generate_stage(cfg, run:RunDir)->dict:
     "Generate (or find already generated) every record the evaluation of `cfg` needs, for every `eval.llm_models` entry"
@@ -206,20 +281,24 @@ def generate_stage(cfg, run:RunDir)->dict:
     out, kinds = {}, generation_kinds(cfg)
     for which in cfg.eval.llm_models:
         spec, backend = model_spec(cfg, run, which), None
+        def get_backend():
+            nonlocal backend
+            if backend is None:
+                logger.info(f'generate: loading {which} ({spec}) on the {cfg.eval.backend} backend')
+                backend = load_backend(spec, cfg.eval.backend, **_backend_kwargs(cfg))
+            return backend
         for kind in kinds:
             gen = Generations(run.stage_dir('generate')/model_label(which)/f'{kind}.jsonl', _meta(cfg, run, which, spec, kind))
             before = len(gen)
-            for part, rq in generation_requests(cfg, sp, kind):
+            if kind == 'list': generate_lists(cfg, run, which, gen, get_backend)
+            for part, rq in generation_requests(cfg, sp, kind) if kind != 'list' else []:
                 probe = _recommender(cfg, None, titles, kind, gen.records)
                 base = kind.removesuffix('-trie')                        # the answer kind; '-trie' is its normalisation
                 keys = [probe.request_key(base, u, h, x, None if rq['candidates'] is None else rq['candidates'][i])
                         for i, (u, h, x) in enumerate(zip(rq['users'], rq['histories'], rq['exclude']))]
                 todo = [i for i, k in enumerate(keys) if k not in gen.records]
                 if not todo: continue
-                if backend is None:
-                    logger.info(f'generate: loading {which} ({spec}) on the {cfg.eval.backend} backend')
-                    backend = load_backend(spec, cfg.eval.backend, **_backend_kwargs(cfg))
-                rec = _recommender(cfg, backend, titles, kind, dict(gen.records))   # its own copy: `append` writes what is new
+                rec = _recommender(cfg, get_backend(), titles, kind, dict(gen.records))   # its own copy: `append` writes what is new
                 step = max(cfg.eval.llm_batch_size * 4, 1)
                 for lo in progress(range(0, len(todo), step), desc=f'generate {which} {kind} ({part})', leave=False):
                     idx = todo[lo:lo + step]

@@ -11,7 +11,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['hr_at_k', 'recall_at_k', 'ndcg_at_k', 'mrr_at_k', 'mask_items', 'topk_from_scores', 'hit_matrix', 'rank_metrics',
-           'ListSample', 'list_metrics']
+           'ListSample', 'rate_correct', 'list_metrics', 'list_sample']
 
 # %% ../nbs/04_metrics.ipynb #1b4d6085
 def hr_at_k(ranked:list,   # item ids, best first
@@ -101,50 +101,101 @@ def rank_metrics(ranked:np.ndarray,        # (n_users, K) item indices, best fir
 @dataclass
 class ListSample:
     "One generated list and what it is judged against"
-    outputs: list                   # parsed outputs (item keys), in generated order
+    outputs: list                   # item ids in generated order; None = not a catalogue item
     n: int                          # requested number of items
     target: str|None = None         # the held-out item
     history: list|None = None       # the user's history (for InHistoryRate)
     category_items: set|None = None # items of the control category C
-    rate_kind: str|None = None      # 'LP' | 'MP' | 'EP' for category-proportion tasks
-    category_count: int|None = None # c: the number of C items the instruction asks for
-    baseline: list|None = None      # the uncontrolled SeqRec list (SR* metrics)
+    rate_kind: str|None = None      # 'LP' | 'MP' | 'EP' (or 'LC' | 'MC' | 'EC') for category-proportion tasks
+    category_count: int|None = None # c: the number of C items the instruction allows or asks for
+    baseline: list|None = None      # the same user's SeqRec list, item ids (None = non-existent), for the SR metrics
     candidates: list|None = None    # the candidate list of re-ranking tasks
+    texts: list|None = None         # the mapped strings behind `outputs` (repeats of one unknown string count)
+    reward: float|None = None       # the list reward of RL (RewardSum)
 
-def list_metrics(samples:list, # `ListSample`s
-                 catalog:set,  # every real item key
+# %% ../nbs/04_metrics.ipynb #8ae0026f
+_RATE_RULES = {'MP': 'more', 'MC': 'more', 'EP': 'about', 'EC': 'about', 'LP': 'less', 'LC': 'less'}
+
+def rate_correct(kind:str,     # 'LP', 'MP', 'EP', 'LC', 'MC' or 'EC'
+                 count:int,    # items of the list in C (TargetCategoryRate of the sample)
+                 c:int,        # the count the instruction names
+                 nonexist:int, # non-existent items of the same list
+                )->bool:
+    "RecLM-gen's CategoryRateCorrect rule for one list"
+    rule = _RATE_RULES.get(kind)
+    if rule is None: raise ValueError(f"rate_kind {kind!r}: expected one of {', '.join(_RATE_RULES)}")
+    if rule == 'more': return count >= c
+    if rule == 'about': return abs(count - c) <= 1
+    return count + nonexist <= c
+
+# %% ../nbs/04_metrics.ipynb #cb638385
+def _repeat_keys(s:ListSample, out:list, exists)->list:
+    "Keys that make two outputs a repeat: the item, or for a non-existent one its text (unique when unknown)"
+    if s.texts is not None and len(s.texts) != len(s.outputs):
+        raise ValueError(f'ListSample.texts has {len(s.texts)} entries for {len(s.outputs)} outputs: expected one per output')
+    return [('item', o) if exists(o) else ('text', s.texts[i]) if s.texts is not None else ('none', i, o)
+            for i, o in enumerate(out)]
+
+def list_metrics(samples:list,     # `ListSample`s of one task
+                 catalog=None,     # every real item id; None: only `None` outputs are non-existent
                 )->dict:
-    "RecLM-gen's list metrics averaged over the samples with a non-empty output"
-    acc, count = {}, 0
+    "RecLM-gen's list metrics: per-sample sums divided by Count, the number of non-empty lists (Empty: the others)"
+    acc, count, empty = {}, 0, 0
     def add(k, v): acc[k] = acc.get(k, 0.) + v
+    def exists(o): return o is not None and (catalog is None or o in catalog)
     for s in samples:
-        if not s.outputs: continue
+        if not s.outputs: empty += 1; continue
         count += 1
         out = list(s.outputs)[:s.n]
-        nonexist = sum(o not in catalog for o in out)
+        nonexist = sum(not exists(o) for o in out)
+        keys = _repeat_keys(s, out, exists)
         add('CorrectCount', float(len(s.outputs) == s.n))
         add('NonExistRate', nonexist)
-        add('RepeatRate', sum(o in out[:i] for i, o in enumerate(out)))
-        if s.history is not None: add('InHistoryRate', sum(o in set(s.history) for o in out))
+        add('RepeatRate', sum(k in keys[:i] for i, k in enumerate(keys)))
+        if s.history is not None:
+            h = set(s.history); add('InHistoryRate', sum(exists(o) and o in h for o in out))
         if s.target is not None:
             p = out.index(s.target) if s.target in out else None
-            add('Recall', float(p is not None)); add('MRR', 1/(p+1) if p is not None else 0.)
-            add('NDCG', 1/math.log2(p+2) if p is not None else 0.)
+            add('Recall', float(p is not None)); add('MRR', 0. if p is None else 1/(p+1))
+            add('NDCG', 0. if p is None else 1/math.log2(p+2))
         if s.category_items is not None:
-            tcr = sum(o in s.category_items for o in out)
+            tcr = sum(exists(o) and o in s.category_items for o in out)
             add('TargetCategoryRate', tcr)
-            if s.rate_kind: add('CategoryRateCorrect', float(_rate_ok(s.rate_kind, tcr, s.category_count, nonexist, strict=False)))
+            if s.rate_kind: add('CategoryRateCorrect', float(rate_correct(s.rate_kind, tcr, _count_of(s), nonexist)))
             if s.baseline is not None:
-                sr = sum(o in s.category_items for o in list(s.baseline)[:s.n])
+                base = list(s.baseline)[:s.n]
+                sr = sum(exists(b) and b in s.category_items for b in base)
                 add('SRTargetCategoryRate', sr)
-                if s.rate_kind: add('SRCategoryRateCorrect', float(_rate_ok(s.rate_kind, sr, s.category_count, nonexist, strict=True)))
-        if s.candidates is not None: add('NotInCandidateRate', sum(o not in set(s.candidates) for o in out))
+                if s.rate_kind:   # RecLM-gen adds the main list's NonExist here (a bug); the baseline's own is right
+                    add('SRCategoryRateCorrect', float(rate_correct(s.rate_kind, sr, _count_of(s), sum(not exists(b) for b in base))))
+        if s.candidates is not None:
+            cands = set(s.candidates); add('NotInCandidateRate', sum(o not in cands for o in out))
+        if s.reward is not None: add('RewardSum', float(s.reward))
     res = {k: v/count for k, v in acc.items()} if count else {}
-    res['Count'] = count
+    res['Count'], res['Empty'] = count, empty
     return res
 
-def _rate_ok(kind:str, count:int, c:int, nonexist:int, strict:bool)->bool:
-    if kind == 'MP': return count >= c
-    if kind == 'EP': return count == c if strict else abs(count - c) <= 1
-    if kind == 'LP': return count + nonexist <= c
-    raise ValueError(f"rate_kind {kind!r}: expected 'LP', 'MP' or 'EP'")
+def _count_of(s:ListSample)->int:
+    if s.category_count is None or s.category_count < 0:
+        raise ValueError(f'ListSample with rate_kind {s.rate_kind!r} has category_count {s.category_count!r}: expected a count >= 0')
+    return s.category_count
+
+# %% ../nbs/04_metrics.ipynb #2480d125
+def list_sample(example:dict,         # a task example (`reclm_nb.tasks` schema)
+                items:list,           # the generated list as item ids (None = not a catalogue item): `ground.read_list`
+                category_items:dict,  # category -> set of item ids
+                baseline:list|None=None, # the same user's SeqRec list as item ids (SR metrics)
+                texts:list|None=None, # the mapped strings behind `items` (`ground.read_titles`)
+                reward:float|None=None,  # the list reward (RL)
+               )->ListSample:
+    "The `ListSample` that judges `items` against `example`"
+    if 'n' not in example: raise KeyError(f"task example {example.get('task', '?')!r} has no 'n' (the requested number of items)")
+    cat = example.get('category') or ''
+    if cat and cat not in category_items:
+        raise KeyError(f'task example {example.get("task", "?")!r}: category {cat!r} is not among the {len(category_items)} categories')
+    kind = example.get('rate_kind') or None
+    return ListSample(list(items), int(example['n']), target=example.get('target') or None,
+                      history=example.get('history'), category_items=set(category_items[cat]) if cat else None,
+                      rate_kind=kind, category_count=example.get('rate_count') if kind else None,
+                      baseline=None if baseline is None or not cat else list(baseline),
+                      candidates=example.get('candidates') or None, texts=texts, reward=reward)

@@ -79,8 +79,9 @@ STAGES = {s.name: s for s in [
     Stage('generate', '12b_generate.ipynb', 'reclm_nb.generate:generate_stage', _GEN_READS, ('data', 'split', 'tasks', 'sft', 'rl'),
           when={'tasks': _generates_lists, 'sft': _evaluates_sft, 'rl': _evaluates_rl}, writes='reclm_nb.generate:generate_writes', check='reclm_nb.generate:check_generate',
           inputs='reclm_nb.generate:model_inputs', doc='LLM outputs per model, method and user (beams, texts, candidate scores)'),
-    Stage('evaluate', '15_evaluate.ipynb', 'reclm_nb.evaluate:evaluate_stage', ('eval', 'cf.models', 'split.candidates', 'tasks.history_len'),
-          ('data', 'split', 'cf', 'generate'), when={'generate': _evaluates_llms}, writes=('results.parquet', 'protocols.json', 'llm.json'),
+    Stage('evaluate', '15_evaluate.ipynb', 'reclm_nb.evaluate:evaluate_stage', ('eval', 'cf.models', 'split.candidates', 'tasks.history_len', 'tasks.test_users'),
+          ('data', 'split', 'cf', 'tasks', 'generate'), when={'tasks': _generates_lists, 'generate': _evaluates_llms},
+          writes=('results.parquet', 'protocols.json', 'llm.json', 'lists.parquet', 'lists.json'),
           check='reclm_nb.evaluate:check_evaluate', inputs='reclm_nb.evaluate:embedder_inputs', doc='metrics of every model under one protocol, grounding'),
 ]}
 

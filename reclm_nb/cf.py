@@ -106,7 +106,7 @@ class Recommender:
              category:str|list|None=None,        # '+C' only items of C, '-C' no items of C (one for all, or one per user)
              users:list|None=None,
             )->list:
-        "Top-`k` item ids per user (RecLM-gen teacher semantics: restricted to candidates and category, history excluded)"
+        "Top-`k` item ids per user (restricted to candidates and category, history excluded: the teacher's strict semantics)"
         if k <= 0: raise ValueError(f'k={k}: expected k >= 1')
         s = self._masked_scores(histories, users, exclude_history, candidates, category)
         return [[self.item_ids[i] for i in row if i >= 0] for row in topk_from_scores(s, k)]
@@ -114,9 +114,10 @@ class Recommender:
     def rank(self, histories:list,     # per user, item ids
              candidates:list,          # per user, item ids to rank
              users:list|None=None,
+             mask_history:bool=True,   # rank the history last (True) or among the other items (False: RecLM-gen's `/ranking`)
             )->list:
-        "0-based rank of each candidate among all items (history excluded; ties to the lower item index)"
-        s = self._masked_scores(histories, users, True, None, None)
+        "0-based rank of each candidate among all items (history excluded unless `mask_history=False`; ties to the lower item index)"
+        s = self._masked_scores(histories, users, mask_history, None, None)
         order = np.argsort(-s, axis=1, kind='stable')
         pos = np.empty_like(order); np.put_along_axis(pos, order, np.arange(s.shape[1])[None].repeat(len(s), 0), 1)
         return [[int(pos[u, c]) for c in cs] for u, cs in enumerate(self.to_indices(candidates, 'candidates'))]

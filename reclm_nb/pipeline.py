@@ -135,6 +135,8 @@ def _parser()->argparse.ArgumentParser:
     t.add_argument('--host', default='127.0.0.1', help='interface to listen on (default: 127.0.0.1, this machine only)')
     t.add_argument('--port', type=int, default=12621)
     t.add_argument('--workers', type=int, default=1, help='uvicorn worker processes, each with its own copy of the model')
+    t.add_argument('--semantics', choices=['reclmgen', 'strict'], default=None,
+                   help="reclmgen (default): RecLM-gen's server behaviour; strict: history masked in /ranking, unknown ids refused, item_lengths cut")
     s = sub.add_parser('serve', help='serve an LLM over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models)')
     s.add_argument('model', help="model spec: 'tiny', an embedded name, a folder, a .gguf file or a hub id")
     s.add_argument('--host', default='127.0.0.1', help='interface to listen on (default: 127.0.0.1, this machine only)')
@@ -170,7 +172,7 @@ def main(argv:list|None=None)->int:
             print(write_report(RunDir(args.run_dir)))
         elif args.cmd == 'teacher':
             from reclm_nb.teacher import serve  # fastapi and uvicorn load only for this command
-            serve(args.run, args.model, args.host, args.port, args.workers, log_level=args.log_level)
+            serve(args.run, args.model, args.host, args.port, args.workers, log_level=args.log_level, semantics=args.semantics)
         elif args.cmd == 'serve':
             from reclm_nb.serve import serve  # torch, fastapi and uvicorn load only for this command
             serve(args.model, args.host, args.port, dtype=args.dtype, device=args.device, threads=args.threads,

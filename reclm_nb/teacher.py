@@ -21,43 +21,54 @@ from .http import MicroBatcher, JSONClient, RequestError, bad_request, is_int, c
 from .cf import Recommender, load_recommender
 
 # %% auto #0
-__all__ = ['FIELDS', 'ENV_RUN', 'ENV_MODEL', 'ENV_MAX_BATCH', 'ENV_MAX_WAIT', 'WORKER_STARTUP', 'TeacherRequest',
-           'known_categories', 'parse_request', 'answer_batch', 'Batcher', 'make_app', 'TeacherClient', 'load_teacher',
-           'serve']
+__all__ = ['FIELDS', 'SEMANTICS', 'PAD', 'ENV_RUN', 'ENV_MODEL', 'ENV_MAX_BATCH', 'ENV_MAX_WAIT', 'ENV_SEMANTICS',
+           'WORKER_STARTUP', 'TeacherRequest', 'check_semantics', 'known_categories', 'parse_request', 'answer_batch',
+           'Batcher', 'make_app', 'TeacherClient', 'teacher_rank', 'load_teacher', 'serve']
 
 # %% ../nbs/06_teacher.ipynb #316e2d06
 @dataclass
 class TeacherRequest:
     "One validated `/inference` or `/ranking` request; item and user ids are strings"
     kind: str                  # 'inference' or 'ranking'
-    histories: list            # per user, item ids (cut to `item_lengths`)
+    histories: list            # per user, item ids ('strict': cut to `item_lengths`; 'reclmgen': whole, without [PAD])
     users: list|None = None    # per user, the user id or None
     k: int|None = None         # list length (inference)
     candidates: list|None = None  # per user, the allowed / ranked item ids (None: the whole catalogue)
     categories: list|None = None  # per user, '+C', '-C' or None
-    exclude: list|None = None  # per user, the ids to mask (None: the history)
+    exclude: list|None = None  # per user, the ids to mask (None: the semantics' default)
     immediately: bool = False  # answer without waiting for a batch to fill
+    semantics: str = 'reclmgen'   # 'reclmgen' (RecLM-gen's server) or 'strict'
     @property
     def n(self)->int: return len(self.histories)
 
 # %% ../nbs/06_teacher.ipynb #3e0dc1be
-FIELDS = ('users', 'item_lengths', 'item_lists', 'k', 'immediately', 'candidate_item_lists', 'target_category', 'exclude_item_lists')
+FIELDS = ('users', 'item_lengths', 'item_lists', 'k', 'immediately', 'candidate_item_lists', 'target_category', 'exclude_item_lists',
+          'semantics')
+SEMANTICS = ('reclmgen', 'strict')  # RecLM-gen's server (the default), our stricter reading
+PAD = '[PAD]'                       # RecLM-gen's padding item: skipped in histories under 'reclmgen'
+
+def check_semantics(value, what:str='semantics')->str:
+    "`value` if it names a teacher semantics; else a `ValueError` listing them"
+    if value not in SEMANTICS:
+        raise ValueError(f"{what}={value!r}: expected 'reclmgen' (RecLM-gen's server) or 'strict' (history masked, unknown ids refused, "
+                         "item_lengths cuts, candidates only)")
+    return value
 
 def _per_user(value, field:str, n:int)->list:
     if not isinstance(value, list) or len(value) != n:
         raise bad_request(field, value, f'expected a list with one entry per user ({n}, like item_lists)')
     return value
 
-def _ids(value, field:str, index:dict, allow_empty:bool=False)->list:
-    "A list of item ids as the catalogue's strings; an id of the wrong type or outside the catalogue is an error"
+def _ids(value, field:str, index:dict, allow_empty:bool=False, drop_unknown:bool=False)->list:
+    "A list of item ids as the catalogue's strings; an id of the wrong type is an error, so is one outside the catalogue unless `drop_unknown`"
     if not isinstance(value, list): raise bad_request(field, value, 'expected a list of item ids')
     if not value and not allow_empty: raise bad_request(field, value, 'empty: expected at least one item id')
     out = [i if type(i) is str else str(i) if is_int(i) else None for i in value]
-    if None in out or any(i not in index for i in out):
+    if None in out or (not drop_unknown and any(i not in index for i in out)):
         for j, (raw, i) in enumerate(zip(value, out)):
             if i is None: raise bad_request(f'{field}[{j}]', raw, 'expected an item id (a string or an integer)')
-            if i not in index: raise bad_request(f'{field}[{j}]', raw, f'unknown item id (not in the {len(index)}-item catalogue)')
-    return out
+            if i not in index and not drop_unknown: raise bad_request(f'{field}[{j}]', raw, f'unknown item id (not in the {len(index)}-item catalogue)')
+    return [i for i in out if i in index] if drop_unknown else out
 
 def _category(value, field:str, known)->str|None:
     if value is None or value == '': return None
@@ -81,11 +92,15 @@ def parse_request(body,                     # the decoded JSON body
                   ranking:bool=False,       # a `/ranking` request: candidates required, `k` optional
                   categories:dict|None=None,# the known categories (default: computed from `model`)
                   max_rows:int=4096,        # most users in one request
+                  semantics:str='reclmgen', # the server's: 'reclmgen' or 'strict'; a body's own `semantics` wins
                  )->TeacherRequest:
     "Validate a RecLM-gen teacher request against `model`; raises a `RequestError` naming the field and value"
     if not isinstance(body, dict): raise bad_request('body', body, 'expected a JSON object')
     unknown = sorted(set(body) - set(FIELDS))
     if unknown: raise bad_request(unknown[0], body[unknown[0]], f'unknown field; allowed: {list(FIELDS)}')
+    sem = semantics if body.get('semantics') is None else body['semantics']
+    if sem not in SEMANTICS: raise bad_request('semantics', sem, "expected 'reclmgen' (RecLM-gen's server) or 'strict'")
+    strict = sem == 'strict'
     index = model.item_index
     known = known_categories(model) if categories is None else categories
     lists = body.get('item_lists')
@@ -97,8 +112,12 @@ def parse_request(body,                     # the decoded JSON body
         for u, (L, x) in enumerate(zip(lengths, lists)):
             if not is_int(L): raise bad_request(f'item_lengths[{u}]', L, 'expected an integer')
             if not isinstance(x, list): raise bad_request(f'item_lists[{u}]', x, 'expected a list of item ids')
-            if not 1 <= L <= len(x): raise bad_request(f'item_lengths[{u}]', L, f'expected 1 <= length <= len(item_lists[{u}]) = {len(x)}')
-        lists = [x[:L] for x, L in zip(lists, lengths)]
+            if strict and not 1 <= L <= len(x): raise bad_request(f'item_lengths[{u}]', L, f'expected 1 <= length <= len(item_lists[{u}]) = {len(x)}')
+        if strict: lists = [x[:L] for x, L in zip(lists, lengths)]   # RecLM-gen's server cuts nothing
+    if not strict:   # RecLM-gen pads with [PAD] itself, and its model skips it
+        for u, x in enumerate(lists):
+            if isinstance(x, list) and x and all(i == PAD for i in x): raise bad_request(f'item_lists[{u}]', x, f'only {PAD}: expected at least one item id')
+        lists = [[i for i in x if i != PAD] if isinstance(x, list) else x for x in lists]
     histories = [_ids(x, f'item_lists[{u}]', index) for u, x in enumerate(lists)]
     users = body.get('users')
     if users is not None:
@@ -113,47 +132,62 @@ def parse_request(body,                     # the decoded JSON body
         if not 1 <= k <= model.n_items: raise bad_request('k', k, f'expected 1 <= k <= {model.n_items} (the catalogue size)')
     cands = body.get('candidate_item_lists')
     if cands is None and ranking: raise bad_request('candidate_item_lists', cands, 'required by /ranking: per user, the items to rank')
-    if cands is not None:
-        cands = [None if c is None and not ranking else _ids(c, f'candidate_item_lists[{u}]', index, allow_empty=True)
+    if cands is not None:   # 'reclmgen': unknown candidates are dropped, as RecLM-gen does
+        cands = [None if c is None and not ranking else _ids(c, f'candidate_item_lists[{u}]', index, allow_empty=True, drop_unknown=not strict)
                  for u, c in enumerate(_per_user(cands, 'candidate_item_lists', n))]
     cats = body.get('target_category')
     if cats is not None:
         cats = [cats]*n if isinstance(cats, str) else _per_user(cats, 'target_category', n)
         cats = [_category(c, f'target_category[{u}]', known) for u, c in enumerate(cats)]
+        if not strict and cands is not None: cats = [None if c is not None else t for c, t in zip(cands, cats)]  # RecLM-gen: candidates win
         if all(c is None for c in cats) or ranking: cats = None  # /ranking ranks among all items: the category is checked, not applied
     exclude = body.get('exclude_item_lists')
     if exclude is not None:
-        if ranking: raise bad_request('exclude_item_lists', exclude, '/ranking always ranks with the history excluded')
+        if ranking: raise bad_request('exclude_item_lists', exclude, '/ranking always ranks with the history excluded' if strict else
+                                      "/ranking ranks among all items, the history included (RecLM-gen's server)")
         exclude = [_ids(e, f'exclude_item_lists[{u}]', index, allow_empty=True) for u, e in enumerate(_per_user(exclude, 'exclude_item_lists', n))]
     now = body.get('immediately')
     if now is not None and not (isinstance(now, bool) or now in (0, 1)): raise bad_request('immediately', now, 'expected true or false')
-    return TeacherRequest('ranking' if ranking else 'inference', histories, users, k, cands, cats, exclude, bool(now))
+    return TeacherRequest('ranking' if ranking else 'inference', histories, users, k, cands, cats, exclude, bool(now), sem)
 
 # %% ../nbs/06_teacher.ipynb #61b2a6ea
 def _answer(model:Recommender, reqs:list)->list:
     out = [[None]*r.n for r in reqs]
-    ranking, full, cand = [], [], []
+    rank_masked, rank_all, full, cand = [], [], [], []
     for j, r in enumerate(reqs):
         for u in range(r.n):
-            (ranking if r.kind == 'ranking' else cand if r.candidates is not None and r.candidates[u] is not None else full).append((j, u))
+            if r.kind == 'ranking': (rank_masked if r.semantics == 'strict' else rank_all).append((j, u))
+            else: (cand if r.candidates is not None and r.candidates[u] is not None else full).append((j, u))
     def col(rows, get):
         vals = [get(reqs[j], u) for j, u in rows]
         return None if all(v is None for v in vals) else vals
+    hist = lambda rows: col(rows, lambda r, u: r.histories[u])
     users = lambda rows: col(rows, lambda r, u: r.users[u] if r.users else None)
-    if ranking:
-        res = model.rank(col(ranking, lambda r, u: r.histories[u]), col(ranking, lambda r, u: r.candidates[u]), users(ranking))
-        for (j, u), x in zip(ranking, res): out[j][u] = [int(i) for i in x]
+    def mask(r, u):   # the ids a row's candidate set leaves out besides its candidates / category
+        if r.exclude is not None: return r.exclude[u]
+        given = r.candidates is not None and r.candidates[u] is not None
+        return [] if given and r.semantics == 'reclmgen' else r.histories[u]   # RecLM-gen keeps the history among given candidates
+    for rows, masked in ((rank_masked, True), (rank_all, False)):
+        if not rows: continue
+        cs = col(rows, lambda r, u: r.candidates[u])
+        res = model.rank(hist(rows), cs, users(rows)) if masked else model.rank(hist(rows), cs, users(rows), mask_history=False)
+        for (j, u), x in zip(rows, res): out[j][u] = [int(i) for i in x]
     for rows, with_cands in ((full, False), (cand, True)):
         if not rows: continue
-        res = model.topk(col(rows, lambda r, u: r.histories[u]), max(reqs[j].k for j, _ in rows),
-                         exclude_history=col(rows, lambda r, u: r.histories[u] if r.exclude is None else r.exclude[u]),
+        res = model.topk(hist(rows), max(reqs[j].k for j, _ in rows), exclude_history=col(rows, mask),
                          candidates=col(rows, lambda r, u: r.candidates[u]) if with_cands else None,
                          category=col(rows, lambda r, u: r.categories[u] if r.categories else None), users=users(rows))
         for (j, u), x in zip(rows, res): out[j][u] = list(x[:reqs[j].k])
+    # RecLM-gen always answers k items: a short list (its whole candidate set) goes on with the best of all other items
+    short = [(j, u) for j, u in full + cand if reqs[j].semantics == 'reclmgen' and len(out[j][u]) < reqs[j].k]
+    if short:
+        need = [reqs[j].k - len(out[j][u]) for j, u in short]
+        res = model.topk(hist(short), max(need), exclude_history=[out[j][u] for j, u in short], users=users(short))
+        for (j, u), x, m in zip(short, res, need): out[j][u] = out[j][u] + list(x[:m])
     return out
 
 def answer_batch(model:Recommender, # the served model
-                 reqs:list,         # validated `TeacherRequest`s, any mix of kinds
+                 reqs:list,         # validated `TeacherRequest`s, any mix of kinds and semantics
                 )->list:
     "Per request, its answer (a list per user) or the exception it raised; few model calls for the whole batch"
     try: return _answer(model, reqs)
@@ -189,12 +223,14 @@ def make_app(model:Recommender,      # the teacher: any trained recommender
              max_wait_ms:float=2.0,  # most ms a batch waits for requests still being read
              max_rows:int=4096,      # most users in one request
              timeout:float=60,       # seconds a request may wait for its answer
+             semantics:str|None=None,# requests' default: 'reclmgen' (RecLM-gen's server) or 'strict'; None: `info['semantics']` or 'reclmgen'
             )->FastAPI:
     "A FastAPI app serving `model` as RecLM-gen's teacher: `/inference`, `/ranking`, `/health`, `/info`, `/items`, `/categories`"
+    semantics = check_semantics(semantics or (info or {}).get('semantics') or 'reclmgen')
     categories = known_categories(model)
     batcher = Batcher(model, max_batch, max_wait_ms)
     about = {'kind': model.kind, 'name': model.name, 'n_items': model.n_items, 'n_categories': len(categories),
-             'can_score': model.can_score, **(info or {})}
+             'can_score': model.can_score, **(info or {}), 'semantics': semantics}
     items_json = json.dumps({'item_ids': list(model.item_ids)}).encode()
 
     @asynccontextmanager
@@ -211,7 +247,7 @@ def make_app(model:Recommender,      # the teacher: any trained recommender
             raw = await request.body()
             try: body = json.loads(raw)
             except (UnicodeDecodeError, json.JSONDecodeError) as e: raise bad_request('body', raw[:40], f'malformed JSON ({e})') from None
-            return parse_request(body, model, ranking, categories, max_rows)
+            return parse_request(body, model, ranking, categories, max_rows, semantics)
         finally: batcher.arriving -= 1
 
     async def answer(request:Request, ranking:bool)->JSONResponse:
@@ -283,7 +319,7 @@ class TeacherClient(Recommender):
         if k <= 0: raise ValueError(f'k={k}: expected k >= 1')
         k, out = min(int(k), self.n_items), []
         for sl in self._chunks(len(histories)):
-            body = {'item_lists': [[str(i) for i in h] for h in histories[sl]], 'k': k}
+            body = {'item_lists': [[str(i) for i in h] for h in histories[sl]], 'k': k, 'semantics': 'strict'}
             n = len(body['item_lists'])
             if users is not None: body['users'] = [None if u is None else str(u) for u in users[sl]]
             if candidates is not None: body['candidate_item_lists'] = [[str(i) for i in c] for c in candidates[sl]]
@@ -293,17 +329,23 @@ class TeacherClient(Recommender):
             out += self._client.post('/inference', body)['inference']
         return out
 
-    def rank(self, histories:list,   # per user, item ids
-             candidates:list,        # per user, item ids to rank
-             users:list|None=None,
-            )->list:
-        "0-based rank of each candidate among all items, from the server's `/ranking`"
+    def _ranking(self, histories:list, candidates:list, users:list|None, semantics:str)->list:
         out = []
         for sl in self._chunks(len(histories)):
-            body = {'item_lists': [[str(i) for i in h] for h in histories[sl]], 'candidate_item_lists': [[str(i) for i in c] for c in candidates[sl]]}
+            body = {'item_lists': [[str(i) for i in h] for h in histories[sl]], 'candidate_item_lists': [[str(i) for i in c] for c in candidates[sl]],
+                    'semantics': semantics}
             if users is not None: body['users'] = [None if u is None else str(u) for u in users[sl]]
             out += self._client.post('/ranking', body)['ranking']
         return out
+
+    def rank(self, histories:list,   # per user, item ids
+             candidates:list,        # per user, item ids to rank
+             users:list|None=None,
+             mask_history:bool=True, # rank the history last (True, 'strict') or among all items (False, RecLM-gen's `/ranking`)
+            )->list:
+        "0-based rank of each candidate among all items, from the server's `/ranking`"
+        if not mask_history: self.to_indices(candidates, 'candidates')  # unknown ids are an error, as for local models (the server would drop them)
+        return self._ranking(histories, candidates, users, 'strict' if mask_history else 'reclmgen')
 
     def info(self)->dict:
         "The server's `/info`: model kind, catalogue size, dataset, protocol, batching counters"
@@ -325,13 +367,43 @@ class TeacherClient(Recommender):
     def __exit__(self, *exc): self.close()
     def __repr__(self): return f'TeacherClient({self.base_url!r})'
 
+# %% ../nbs/06_teacher.ipynb #8ab9c9b8
+def teacher_rank(teacher:Recommender,  # a local recommender or a `TeacherClient`
+                 histories:list,       # per user, item ids (oldest first)
+                 items:list,           # per user, the item ids to rank; None or an unknown id gives None
+                 users:list|None=None, # per user, the user id
+                 batch_size:int=512,   # users per `rank` call (local models)
+                )->list:
+    "Per user, the 0-based rank of each item among all catalogue items, the history not masked (RecLM-gen's `/ranking`); None where unknown"
+    if len(items) != len(histories): raise ValueError(f'teacher_rank: {len(histories)} histories but {len(items)} item lists')
+    if users is not None and len(users) != len(histories): raise ValueError(f'teacher_rank: {len(histories)} histories but {len(users)} users')
+    idx = teacher.item_index
+    known = [[i is not None and str(i) in idx for i in row] for row in items]
+    if isinstance(teacher, TeacherClient):   # the server drops the unknown ids itself
+        ranks = teacher._ranking(histories, [[str(i) for i in row if i is not None] for row in items], users, 'reclmgen')
+    else:
+        ranks = []
+        for lo in range(0, len(histories), batch_size):
+            sl = slice(lo, lo + batch_size)
+            cands = [[str(i) for i, ok in zip(row, kn) if ok] for row, kn in zip(items[sl], known[sl])]
+            ranks += teacher.rank(histories[sl], cands, users[sl] if users is not None else None, mask_history=False)
+    out = []
+    for u, (kn, rk) in enumerate(zip(known, ranks)):
+        if len(rk) != sum(kn):
+            raise RuntimeError(f'teacher_rank: user {u}: the teacher ranked {len(rk)} items, expected {sum(kn)} (the known ones of {items[u]})')
+        it = iter(rk)
+        out.append([int(next(it)) if ok else None for ok in kn])
+    return out
+
 # %% ../nbs/06_teacher.ipynb #b5a25e4c
 def _run_root(run_dir)->Path: return run_dir.root if isinstance(run_dir, RunDir) else Path(run_dir).expanduser()
 
 def load_teacher(run_dir:str|Path|RunDir, # a run folder with a finished cf stage
                  model:str='sasrec',       # which of the run's models (a folder under `cf/`)
+                 semantics:str='reclmgen', # how the app answers by default ('reclmgen' or 'strict'); `info['semantics']`
                 )->tuple:
     "`(recommender, info)`: the run's trained `model` and what the teacher's `/info` reports about it"
+    check_semantics(semantics)
     root = _run_root(run_dir)
     if not root.is_dir(): raise FileNotFoundError(f'teacher: run folder {root} does not exist')
     folder = root/'cf'/model
@@ -341,7 +413,7 @@ def load_teacher(run_dir:str|Path|RunDir, # a run folder with a finished cf stag
         raise FileNotFoundError(f"teacher: run {root} has no trained model {model!r} (no {folder/'recommender.json'}); "
                                 f"available: {have if have else 'none (run the cf stage first)'}")
     rec = load_recommender(folder)
-    info = {'run': str(root), 'model': model, 'model_config': rec.config()}
+    info = {'run': str(root), 'model': model, 'semantics': semantics, 'model_config': rec.config()}
     if (root/'split'/'meta.json').exists():
         meta = load_json(root/'split'/'meta.json')
         info['dataset'] = meta.get('dataset')
@@ -357,14 +429,15 @@ def load_teacher(run_dir:str|Path|RunDir, # a run folder with a finished cf stag
 # %% ../nbs/06_teacher.ipynb #7f72f41e
 ENV_RUN, ENV_MODEL = 'RECLM_NB_TEACHER_RUN', 'RECLM_NB_TEACHER_MODEL'
 ENV_MAX_BATCH, ENV_MAX_WAIT = 'RECLM_NB_TEACHER_MAX_BATCH', 'RECLM_NB_TEACHER_MAX_WAIT_MS'
+ENV_SEMANTICS = 'RECLM_NB_TEACHER_SEMANTICS'
 WORKER_STARTUP = 120  # seconds a worker may take to answer uvicorn's health ping: importing torch and loading the model
                       # on a busy machine takes longer than uvicorn's 5 s, which would kill and restart workers forever
 
 def _app_from_env()->FastAPI:
-    "App factory for uvicorn workers: the run and model come from `RECLM_NB_TEACHER_RUN` and `RECLM_NB_TEACHER_MODEL`"
+    "App factory for uvicorn workers: the run, model and semantics come from `RECLM_NB_TEACHER_RUN`, `_MODEL` and `_SEMANTICS`"
     run = os.environ.get(ENV_RUN)
     if not run: raise RuntimeError(f'{ENV_RUN} is not set: the teacher app factory needs the run folder')
-    return make_app(*load_teacher(run, os.environ.get(ENV_MODEL) or 'sasrec'),
+    return make_app(*load_teacher(run, os.environ.get(ENV_MODEL) or 'sasrec', os.environ.get(ENV_SEMANTICS) or 'reclmgen'),
                     max_batch=int(os.environ.get(ENV_MAX_BATCH) or 256), max_wait_ms=float(os.environ.get(ENV_MAX_WAIT) or 2.0))
 
 def serve(run_dir:str|Path|RunDir,   # a run folder with a finished cf stage
@@ -375,20 +448,23 @@ def serve(run_dir:str|Path|RunDir,   # a run folder with a finished cf stage
           max_batch:int=256,          # most rows the model answers in one call
           max_wait_ms:float=2.0,      # most ms a batch waits for requests still being read
           log_level:str='info',       # uvicorn's log level
+          semantics:str|None=None,    # 'reclmgen' (RecLM-gen's server) or 'strict'; None: $RECLM_NB_TEACHER_SEMANTICS, else 'reclmgen'
          ):
     "Serve the run's `model` as the RecLM-gen teacher until stopped (blocks)"
     if not is_int(workers) or workers < 1: raise ValueError(f'workers={workers!r}: expected an integer >= 1')
     if not is_int(port) or not 0 <= port < 65536: raise ValueError(f'port={port!r}: expected an integer in 0..65535')
+    semantics = check_semantics(semantics or os.environ.get(ENV_SEMANTICS) or 'reclmgen')
     root = _run_root(run_dir).resolve()
-    rec, info = load_teacher(root, model)
+    rec, info = load_teacher(root, model, semantics)
     check_port(host, port, 'teacher')
-    logger.info(f'teacher: serving {model} ({rec.n_items} items) from {root} on http://{host}:{port} with {workers} worker(s)')
+    logger.info(f'teacher: serving {model} ({rec.n_items} items) from {root} on http://{host}:{port} with {workers} worker(s), {semantics} semantics')
     if workers == 1:
         uvicorn.run(make_app(rec, info, max_batch, max_wait_ms), host=host, port=port, log_level=log_level.lower(), access_log=False,
                     timeout_keep_alive=KEEP_ALIVE)
     else:
         del rec
-        os.environ.update({ENV_RUN: str(root), ENV_MODEL: model, ENV_MAX_BATCH: str(max_batch), ENV_MAX_WAIT: str(max_wait_ms)})
+        os.environ.update({ENV_RUN: str(root), ENV_MODEL: model, ENV_MAX_BATCH: str(max_batch), ENV_MAX_WAIT: str(max_wait_ms),
+                           ENV_SEMANTICS: semantics})
         uvicorn.run('reclm_nb.teacher:_app_from_env', factory=True, host=host, port=port, workers=workers,
                     log_level=log_level.lower(), access_log=False, timeout_keep_alive=KEEP_ALIVE,
                     timeout_worker_healthcheck=WORKER_STARTUP)

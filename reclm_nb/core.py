@@ -269,6 +269,8 @@ class RLCfg:
     top_k: int = 20                # sampling top-k
     max_new_tokens: int = 160      # longest rollout
     constrained: bool = False      # sample inside the catalogue trie: every line a real title
+    ban_history: bool = True       # constrained sampling never writes a history item (the reward counts them as invalid)
+    use_vllm: bool = False         # GRPO: generate rollouts with vLLM (GPU only)
     ppo_epochs: int = 4            # optimisation passes over one rollout batch
     target_kl: float = 0.05        # stop the passes early when the approximate policy KL exceeds this
     kl_coef: float = 0.3           # per-token KL penalty against the reference (the SFT model)

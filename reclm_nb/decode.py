@@ -8,13 +8,16 @@ import re
 
 import numpy as np
 import torch
+from fastcore.basics import patch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from .trie import prompt_ids, continuation_ids, CatalogTrie, TreeCache, path_trie, lm_forward
 
 # %% auto #0
 __all__ = ['NORMALIZE', 'final_score', 'check_normalize', 'constrained_beam_search_batch', 'constrained_beam_search',
            'candidate_ids', 'score_candidates_batch', 'score_candidates', 'naive_candidate_scores',
-           'hf_constrained_beam_search', 'generate_texts', 'cut_at_stop', 'parse_list', 'parse_title']
+           'hf_constrained_beam_search', 'generate_texts', 'cut_at_stop', 'parse_list', 'parse_title', 'LineNode',
+           'LineTrie', 'ListTrie', 'ListConstraint', 'generate_lists', 'list_regex']
 
 # %% ../nbs/11a_decode.ipynb #fe9a1b6a
 NORMALIZE = ('vocab', 'trie')
@@ -325,3 +328,247 @@ def parse_title(text:str)->str:
     if m: return m.group(1).strip()
     lines = parse_list(text)
     return lines[0] if lines else ''
+
+# %% ../nbs/11a_decode.ipynb #a1c0b002
+class LineNode:
+    "A node of a line trie: `kids` by token id; `cont`: the item whose line is complete here (another line may follow); `item`: the item an EOS leaf closes"
+    __slots__ = ('kids', 'cont', 'item', 'size', 'n_end')
+    def __init__(self): self.kids, self.cont, self.item, self.size, self.n_end = {}, None, None, 0, 0
+
+def _continuations(tok, texts:list, context:str|None)->list:
+    "Token ids of each text as written right after `context` (one batched tokenizer call; fails where the boundary merges)"
+    if context is None: return tok(list(texts), add_special_tokens=False).input_ids
+    c = tok(context, add_special_tokens=False).input_ids
+    out = []
+    for t, full in zip(texts, tok([context + t for t in texts], add_special_tokens=False).input_ids):
+        if full[:len(c)] != c:
+            raise ValueError(f'{t[:40]!r} merges with the end of its context {context[-20:]!r}: the tokens of '
+                             'context + text do not start with the tokens of the context')
+        out.append(full[len(c):])
+    return out
+
+class LineTrie:
+    "The token paths of one line position: each title's line ending in EOS, and the same line ready for the next one (`cont`)"
+    def __init__(self, tok, titles:dict, pre:str, head:str, context:str|None, eos_id:int):
+        items, texts = list(titles), [pre + titles[i] for i in titles]
+        ends = _continuations(tok, texts, context)
+        conts = _continuations(tok, [t + head for t in texts], context) if head else ends
+        self.root, self.paths, seen = LineNode(), {}, {}
+        for item, e, c in zip(items, ends, conts):
+            e = tuple(e) + (eos_id,)
+            if e in seen: raise ValueError(f'items {seen[e]!r} and {item!r} have the same tokens ({titles[item]!r}); make their titles unique (e.g. `unique_titles`)')
+            seen[e] = item
+            pe, pc = self._insert(e, item, True), self._insert(c, item, False)
+            for n in {id(n): n for n in pe + pc}.values(): n.size += 1   # items below a node, by either path
+            for n in pe: n.n_end += 1                                     # items that can end below it
+            self.paths[item] = (pe, pc)
+
+    def _insert(self, ids, item:str, end:bool)->list:
+        "Add the path `ids` of `item`; its last node closes the item (`item` if `end`, else `cont`); returns the path's nodes"
+        node, path = self.root, [self.root]
+        for t in ids:
+            node = node.kids.setdefault(int(t), LineNode()); path.append(node)
+        if end: node.item = item
+        else: node.cont = item
+        return path
+
+    def blocked(self, node:LineNode, depth:int, written:set, last:bool)->list:
+        "Tokens from `node` (`depth` tokens into the line) below which every title is `written` (on the `last` line: every title that can end there)"
+        hits = {}
+        for w in written:
+            for p in self.paths.get(w, ())[:1 if last else 2]:
+                if len(p) > depth + 1 and p[depth] is node: hits.setdefault(id(p[depth + 1]), set()).add(w)
+        return [t for t, c in node.kids.items() if id(c) in hits and len(hits[id(c)]) >= (c.n_end if last else c.size)]
+
+# %% ../nbs/11a_decode.ipynb #a1c0b003
+class ListTrie:
+    "Token paths of list answers over the catalogue: one title per line, lines joined by `sep`, optionally numbered '1. ', ended by EOS"
+    def __init__(self, tok,
+                 titles:dict,               # item_id -> title (`unique_titles`)
+                 sep:str='\n ',             # between lines (`render_list`)
+                 idx:bool=False,            # lines numbered '1. ', '2. ', ... (`tasks.idx`)
+                 max_lines:int=10,          # longest list
+                 eos_id:int|None=None,      # the token that ends an answer (default: `tok.eos_token_id`)
+                 context:str|None=None,     # tokenise the first line as a continuation of this text (None: on its own)
+                ):
+        if not titles: raise ValueError('ListTrie: the catalogue is empty (no titles given)')
+        self.eos_id = tok.eos_token_id if eos_id is None else int(eos_id)
+        if self.eos_id is None: raise ValueError('ListTrie: the tokenizer has no EOS token; pass eos_id')
+        if max_lines < 1: raise ValueError(f'ListTrie: max_lines={max_lines}: expected >= 1')
+        for item, t in titles.items():
+            if not str(t).strip(): raise ValueError(f'item {item!r}: its title {t!r} is empty; every item needs a title')
+            if '\n' in str(t) or (sep.strip() and sep.strip() in str(t)):
+                raise ValueError(f'item {item!r}: its title {t!r} contains the line separator {sep!r}')
+        self.tok, self.sep, self.idx, self.max_lines, self.context = tok, sep, idx, max_lines, context
+        self.titles = {str(k): str(v) for k, v in titles.items()}
+        self.head, self.tail = self._split()
+        self._lines, self._allowed = {}, {}   # line tries; allowed token ids per (node, last line?, next line's root)
+
+    def lead(self, k:int)->str:
+        "What line `k` starts with before its title"
+        return f'{k}. ' if self.idx else ''
+
+    def _split(self)->tuple:
+        "Cut `sep` into `(head, tail)`: head's tokens close a line, tail's open the next; the first cut where neither depends on the other title"
+        tok, first = self.tok, next(iter(self.titles.values()))
+        prevs, nxt = [self.lead(1) + t for t in self.titles.values()], self.lead(2) + first
+        for s in range(len(self.sep) + 1):
+            head, tail = self.sep[:s], self.sep[s:]
+            a = tok([p + head for p in prevs], add_special_tokens=False).input_ids
+            b = tok([p + head + tail + nxt for p in prevs], add_special_tokens=False).input_ids
+            rests = {tuple(y[len(x):]) if y[:len(x)] == x else None for x, y in zip(a, b)}
+            if len(rests) == 1 and None not in rests: return head, tail
+        raise ValueError(f'ListTrie: the separator {self.sep!r} merges with the titles around it however it is cut, '
+                         'so this tokenizer cannot write a line independently of its neighbours')
+
+    def line(self, k:int)->LineTrie:
+        "The trie of line `k` (1-based; built on first use)"
+        key = k if self.idx else min(k, 2)
+        if key not in self._lines:
+            first = next(iter(self.titles.values()))
+            ctx = self.context if k == 1 else self.lead(k - 1) + first + self.head
+            self._lines[key] = LineTrie(self.tok, self.titles, ('' if k == 1 else self.tail) + self.lead(k), self.head, ctx, self.eos_id)
+        return self._lines[key]
+
+    def __repr__(self): return f'ListTrie({len(self.titles)} titles, sep={self.sep!r} cut {self.head!r}|{self.tail!r}, idx={self.idx}, up to {self.max_lines} lines)'
+
+# %% ../nbs/11a_decode.ipynb #a1c0b007
+class _Row:
+    "Where one sequence of the batch stands: line number, trie node, tokens into the line, items written"
+    __slots__ = ('line', 'node', 'depth', 'items', 'done', 'off', 'limit', 'banned')
+    def __init__(self, root, limit, banned):
+        self.line, self.node, self.depth, self.items, self.done, self.off, self.limit, self.banned = 1, root, 0, [], False, False, limit, banned
+
+def _per_row(x, rows:int, name:str)->list:
+    "`x` for each of `rows` rows: a scalar for all, or a list with one entry per prompt (repeated when generate makes several rows per prompt)"
+    if not isinstance(x, list): return [x] * rows
+    if not x or rows % len(x): raise ValueError(f'{name} has {len(x)} entries for a batch of {rows} rows')
+    return [v for v in x for _ in range(rows // len(x))]
+
+class ListConstraint(LogitsProcessor):
+    "Keeps every row of one `generate` call inside `trie`'s list answers: each line an exact title, then the separator or EOS"
+    def __init__(self, trie:ListTrie,
+                 rows:int,                   # sequences in the batch (prompts x num_return_sequences)
+                 max_items=None,             # most lines: an int, or a list with one per prompt (default: `trie.max_lines`)
+                 banned=None,                # a list with, per prompt, item ids never written (e.g. the history)
+                 forbid_repeats:bool=True,   # no title twice in an answer
+                ):
+        self.trie, self.forbid_repeats, self._len = trie, forbid_repeats, None
+        limits = [min(int(m or trie.max_lines), trie.max_lines) for m in _per_row(max_items, rows, 'max_items')]
+        root = trie.line(1).root
+        self.rows = [_Row(root, lim, {str(b) for b in ban or ()}) for lim, ban in zip(limits, _per_row(banned, rows, 'banned'))]
+
+    def _next(self, row)->LineNode|None:
+        "The root of the next line's trie, if the row may start a line here"
+        if row.node.cont is None or row.line >= row.limit or row.node.cont in row.banned: return None
+        if self.forbid_repeats and row.node.cont in row.items: return None
+        return self.trie.line(row.line + 1).root
+
+    def _advance(self, row, t:int):
+        "Move `row` along the token `t` it wrote"
+        if row.done: return
+        nd = row.node.kids.get(t)
+        if nd is not None:
+            row.node, row.depth = nd, row.depth + 1
+            if t == self.trie.eos_id: row.items.append(nd.item); row.done = True
+            return
+        nxt = self._next(row)
+        if nxt is not None and t in nxt.kids:
+            row.items.append(row.node.cont); row.line += 1; row.node, row.depth = nxt.kids[t], 1
+            return
+        row.done = row.off = True       # a token we did not allow (another processor forced it): only EOS from now on
+
+# %% ../nbs/11a_decode.ipynb #a1c0b008
+@patch
+def _allowed(self:ListConstraint, row)->tuple:
+    "`(allowed token ids, blocked ids)` for one unfinished row"
+    lt, last, nxt = self.trie.line(row.line), row.line >= row.limit, self._next(row)
+    key = (id(row.node), last, None if nxt is None else id(nxt))
+    base = self.trie._allowed.get(key)
+    if base is None:
+        own = [t for t, c in row.node.kids.items() if not (last and c.n_end == 0)]
+        more = list(nxt.kids) if nxt is not None else []
+        if set(own) & set(more):
+            raise ValueError(f'ListTrie: after a title, tokens {sorted(set(own) & set(more))[:5]} could both continue a title and '
+                             f'open the next line; the separator {self.trie.sep!r} cannot be told apart from title text')
+        base = self.trie._allowed[key] = torch.tensor(own + more, dtype=torch.long)
+    written = (row.banned | set(row.items)) if self.forbid_repeats else row.banned
+    if not written: return base, []
+    blocked = lt.blocked(row.node, row.depth, written, last)
+    if nxt is not None:
+        blocked += self.trie.line(row.line + 1).blocked(nxt, 0, written | ({row.node.cont} if self.forbid_repeats else set()),
+                                                        row.line + 1 >= row.limit)
+    return base, blocked
+
+@patch
+def __call__(self:ListConstraint, input_ids:torch.LongTensor, scores:torch.FloatTensor)->torch.FloatTensor:
+    B, L = input_ids.shape
+    if B != len(self.rows): raise ValueError(f'ListConstraint was made for {len(self.rows)} rows but generate passed {B}')
+    if self._len is not None:
+        if L != self._len + 1:
+            raise ValueError('a ListConstraint serves one generate call (greedy or sampling, no beams); make a new one for each call')
+        for row, t in zip(self.rows, input_ids[:, -1].tolist()): self._advance(row, t)
+    self._len = L
+    stop = torch.tensor([self.trie.eos_id])
+    toks, at, brows, btoks = [], [], [], []
+    for b, row in enumerate(self.rows):
+        a, bl = (stop, []) if row.done else self._allowed(row)
+        if bl and set(a.tolist()) <= set(bl): a, bl = stop, []   # cannot happen in a consistent trie; never leave a row without a token
+        toks.append(a); at.append(torch.full((len(a),), b)); brows += [b] * len(bl); btoks += bl
+    dev = scores.device
+    allow = torch.zeros(scores.shape, dtype=torch.bool, device=dev)
+    allow[torch.cat(at).to(dev), torch.cat(toks).to(dev)] = True
+    if brows: allow[torch.tensor(brows, device=dev), torch.tensor(btoks, device=dev)] = False
+    return scores.masked_fill(~allow, float('-inf'))
+
+@patch
+def read(self:ListConstraint, ids)->tuple:
+    "`(items, complete)` of a completion's token ids walked through the trie: the items of its finished lines, and whether it ended with EOS inside the trie"
+    row = _Row(self.trie.line(1).root, self.trie.max_lines, set())
+    for t in ids:
+        self._advance(row, int(t))
+        if row.done: break
+    return list(row.items), row.done and not row.off
+
+# %% ../nbs/11a_decode.ipynb #a1c0b010
+@torch.no_grad()
+def generate_lists(model, tok, prompts:list, trie:ListTrie,
+                   max_new_tokens:int=64,
+                   batch_size:int=8,
+                   temperature:float=0.0,       # 0: greedy; above 0: sampling
+                   top_k:int=0,                 # sampling: keep the k most likely allowed tokens (0: all)
+                   top_p:float=1.0,
+                   seed:int|None=None,          # sampling seed (each batch draws from one generator)
+                   max_items=None,              # most lines: an int, or a list with one per prompt (default `trie.max_lines`)
+                   banned=None,                 # a list with, per prompt, item ids never written
+                   forbid_repeats:bool=True,
+                   constrained:bool=True,       # False: the same generation without the trie (a baseline)
+                  )->list:
+    "The list answer each prompt's continuation writes, every line a catalogue title (greedy or sampled, left-padded batches)"
+    if temperature < 0: raise ValueError(f'temperature={temperature}: expected >= 0')
+    if max_new_tokens < 1: raise ValueError(f'max_new_tokens={max_new_tokens}: expected >= 1')
+    n = len(prompts)
+    limits, bans = _per_row(max_items, n, 'max_items'), _per_row(banned, n, 'banned')
+    dev, out = next(model.parameters()).device, []
+    knobs = (dict(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p) if temperature > 0
+             else dict(do_sample=False, temperature=None, top_k=None, top_p=None))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else trie.eos_id
+    for s in range(0, n, batch_size):
+        ids = [prompt_ids(tok, p) for p in prompts[s:s + batch_size]]
+        L = max(map(len, ids))
+        enc = dict(input_ids=torch.tensor([[pad] * (L - len(x)) + x for x in ids], device=dev),
+                   attention_mask=torch.tensor([[0] * (L - len(x)) + [1] * len(x) for x in ids], device=dev))
+        procs = [ListConstraint(trie, len(ids), limits[s:s + batch_size], bans[s:s + batch_size], forbid_repeats)] if constrained else []
+        if temperature > 0 and seed is not None: torch.manual_seed(seed + s)
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, logits_processor=LogitsProcessorList(procs),
+                             pad_token_id=pad, eos_token_id=trie.eos_id, **knobs)
+        out += tok.batch_decode(gen[:, L:], skip_special_tokens=True)
+    return out
+
+# %% ../nbs/11a_decode.ipynb #a1c0b016
+def list_regex(trie:ListTrie)->str:
+    "A regular expression matching exactly the list answers of `trie` (any titles, repeats allowed), for vLLM's structured outputs"
+    title = '(?:' + '|'.join(re.escape(t) for t in sorted(trie.titles.values(), key=len, reverse=True)) + ')'
+    num = r'[1-9][0-9]*\. ' if trie.idx else ''
+    rest = f'(?:{re.escape(trie.sep)}{num}{title}){{0,{trie.max_lines - 1}}}'
+    return f'{num}{title}{rest}'

@@ -272,6 +272,7 @@ class RLCfg:
     ban_history: bool = True       # constrained sampling never writes a history item (the reward counts them as invalid)
     use_vllm: bool = False         # GRPO: generate rollouts with vLLM (GPU only)
     ppo_epochs: int = 4            # optimisation passes over one rollout batch
+    minibatch_size: int = 1        # rollouts per PPO mini-batch (RecLM-gen: 1; larger is faster, especially on a GPU)
     target_kl: float = 0.05        # stop the passes early when the approximate policy KL exceeds this
     kl_coef: float = 0.3           # per-token KL penalty against the reference (the SFT model)
     gamma: float = 0.99            # GAE discount
@@ -393,16 +394,23 @@ def save_config(cfg:Config, path:str|Path)->Path:
 _CF_ALL = ['pop', 'sasrec', 'biasmf', 'lightgcn', 'ncf']
 _STAGES_ALL = ['data', 'split', 'cf', 'tasks', 'sft', 'generate', 'evaluate']
 RECIPES = {
-    'smoke': {'run': {'name': 'smoke', 'stages': _STAGES_ALL}, 'data': {'source': 'ml-100k', 'max_users': 100},
+    'smoke': {'run': {'name': 'smoke', 'stages': _STAGES_ALL[:5] + ['rl'] + _STAGES_ALL[5:]}, 'data': {'source': 'ml-100k', 'max_users': 100},
               'split': {'kind': 'loo', 'window': 50},
               'cf': {'models': _CF_ALL, 'params': {'sasrec': {'epochs': 2, 'd': 16, 'n_layers': 1, 'n_heads': 1},
                                                    'biasmf': {'epochs': 2}, 'lightgcn': {'epochs': 2, 'n_layers': 2},
                                                    'ncf': {'epochs': 2, 'd': 16, 'mlp': [16, 8]}}},
-              'tasks': {'train': {'seqrec': 1.0, 'bigrec_title': 0.2}, 'valid_users': 16, 'test_users': 16},
+              'tasks': {'train': {'seqrec': 1.0, 'bigrec_title': 0.2, 'control': 16, 'category_rate': 8, 'control_re': 8}, 'valid_users': 16,
+                        'test': ['seqrec_test', 'control+_test', 'control-_test', 'rate_lp20_test', 'rate_ep30_test', 'rate_mp30_test',
+                                 'item_count_test', 'seqranking_test'], 'test_users': 4,
+                        'rl_train': {'rl_seqrec': 4, 'rl_control+': 2, 'rl_control-': 2, 'rl_rate_lp': 2, 'rl_rate_mp': 2, 'rl_rate_ep': 2},
+                        'rl_valid': ['seqrec_valid', 'control+_valid'], 'rl_epochs': 1},
               'llm': {'model': 'tiny'},
               'sft': {'max_steps': 4, 'eval_steps': 2, 'batch_size': 4, 'eval_examples': 8, 'lr': 1e-3},
-              'eval': {'ks': [5, 10, 20], 'llm_models': ['zero-shot', 'sft'], 'llm_methods': ['beam', 'beam-trie', 'ground', 'ground+pop', 'ground+cf'],
-                       'llm_users': 8, 'gamma_users': 8, 'num_beams': 10, 'max_new_tokens': 8}},
+              'rl': {'algos': ['ppo', 'grpo'], 'max_steps': 2, 'batch_size': 4, 'max_new_tokens': 16, 'eval_steps': 1, 'eval_examples': 4,
+                     'save_steps': 1, 'num_generations': 2, 'lr': 1e-4},
+              'eval': {'ks': [5, 10, 20], 'llm_models': ['zero-shot', 'sft', 'ppo', 'grpo'],
+                       'llm_methods': ['beam', 'beam-trie', 'ground', 'ground+pop', 'ground+cf', 'list'],
+                       'llm_users': 8, 'gamma_users': 8, 'num_beams': 10, 'max_new_tokens': 8, 'list_max_new_tokens': 16}},
     'quick': {'run': {'name': 'quick', 'threads': 2, 'stages': _STAGES_ALL}, 'data': {'source': 'ml-100k'},
               'split': {'kind': 'loo', 'window': 50},
               'cf': {'models': _CF_ALL, 'params': {'sasrec': {'epochs': 30, 'max_seconds': 900}, 'biasmf': {'epochs': 40, 'max_seconds': 300},
@@ -420,15 +428,16 @@ RECIPES['reclmgen'] = {
     'data': {'source': 'ml-100k'}, 'split': {'kind': 'loo', 'window': 50},
     'cf': {'models': ['pop', 'sasrec'], 'params': {'sasrec': {'epochs': 30, 'max_seconds': 600}}},
     'tasks': {'train': {'seqrec': 200, 'control': 100, 'category_rate': 50, 'control_re': 50}, 'epochs': 1,
-              'valid': ['seqrec_valid', 'control+_valid', 'control-_valid'], 'valid_users': 16, 'test': _RECLMGEN_TEST, 'test_users': 32,
+              'valid': ['seqrec_valid', 'control+_valid', 'control-_valid'], 'valid_users': 16, 'test': _RECLMGEN_TEST, 'test_users': 12,
               'rl_train': {'rl_seqrec': 32, 'rl_control+': 16, 'rl_control-': 16, 'rl_rate_lp': 8, 'rl_rate_mp': 8, 'rl_rate_ep': 8},
               'rl_valid': _RECLMGEN_RL_VALID, 'rl_epochs': 1},
     'llm': {'model': 'smollm2-135m-instruct'},
-    'sft': {'max_steps': 48, 'max_seconds': 900, 'batch_size': 4, 'grad_accum': 2, 'lr': 5e-4, 'eval_steps': 16, 'eval_examples': 24},
-    'rl': {'algos': ['ppo', 'grpo'], 'lr': 5e-5, 'batch_size': 4, 'max_steps': 10, 'max_new_tokens': 96, 'eval_steps': 5,
-           'eval_examples': 20, 'save_steps': 5, 'max_seconds': 480, 'num_generations': 4},
+    'sft': {'max_steps': 48, 'max_seconds': 900, 'batch_size': 4, 'grad_accum': 2, 'lr': 1e-3, 'eval_steps': 16, 'eval_examples': 24},
+    'rl': {'algos': ['ppo', 'grpo'], 'lr': 5e-5, 'batch_size': 4, 'grad_accum': 4, 'minibatch_size': 2, 'ppo_epochs': 2, 'max_steps': 6,
+           'max_new_tokens': 96, 'constrained': True, 'eval_steps': 3, 'eval_examples': 20, 'save_steps': 3, 'max_seconds': 300,
+           'num_generations': 4},
     'eval': {'ks': [5, 10, 20], 'splits': ['test'], 'llm_models': ['zero-shot', 'sft', 'ppo', 'grpo'], 'llm_methods': ['list'],
-             'list_max_new_tokens': 128, 'llm_batch_size': 8}}
+             'list_max_new_tokens': 112, 'llm_batch_size': 16}}
 RECIPES['reclmgen-gpu'] = {   # a device-sized run: a 0.5-8B instruct model, vLLM generation, accelerate for SFT and RL
     **RECIPES['reclmgen'], 'run': {**RECIPES['reclmgen']['run'], 'name': 'reclmgen-gpu', 'threads': 8},
     'cf': {'models': ['pop', 'sasrec'], 'params': {'sasrec': {'epochs': 100}}},

@@ -23,7 +23,7 @@ from .cf import Recommender, load_run_models
 from .tasks import unique_titles
 from .ground import EmbeddingGrounder, load_embedder
 from .llmrec import LLMRecommender
-from .generate import Generations, model_label, method_kind
+from .generate import Generations, model_label, method_kind, entry_kinds
 from .lists import evaluate_lists, reclmgen_table, plot_rl
 
 # %% auto #0
@@ -275,7 +275,7 @@ def _rl_section(run:RunDir)->list:
     info = run.root/'rl'/'info.json'
     out = ['## Reinforcement learning', '']
     if info.exists():
-        for algo, m in load_json(info).get('algos', {}).items():
+        for algo, m in load_json(info).items():
             out += [f"- **{algo}**: " + _summary_text({k: v for k, v in m.items() if not isinstance(v, (dict, list))})]
         out += ['']
     png = plot_rl(run, run.root/'rl_curve.png')
@@ -355,6 +355,7 @@ def evaluate_llms(cfg, run:RunDir, sp:Split, models:dict, add)->dict:
     for which in e.llm_models:
         for meth in methods:
             kind = method_kind(meth, cands) if cands == 'full' else meth
+            if kind not in entry_kinds(cfg, which): continue          # an API model has no logits for beams or scores
             records, meta = load_generations(run, which, kind)
             info['dtype'] = meta['dtype']
             label = f'{which} {meth}'

@@ -19,14 +19,20 @@ from .backends import load_backend
 from .llmrec import LLMRecommender
 
 # %% auto #0
-__all__ = ['LLM_METHODS', 'RUN_MODELS', 'LIST_TASK_PREFIXES', 'GENERAL_SUFFIX', 'generation_kinds', 'method_kind', 'model_label',
-           'check_generate', 'requests_for', 'Generations', 'model_spec', 'model_inputs', 'generate_writes',
-           'decode_dtype', 'generation_requests', 'is_list_task', 'list_style', 'list_messages', 'list_key',
-           'list_examples', 'generate_lists', 'generate_stage']
+__all__ = ['LLM_METHODS', 'RUN_MODELS', 'LIST_TASK_PREFIXES', 'API_PREFIX', 'GENERAL_SUFFIX', 'is_list_task', 'generation_kinds',
+           'method_kind', 'entry_backend', 'entry_kinds', 'model_label', 'check_generate', 'requests_for',
+           'Generations', 'model_spec', 'model_inputs', 'generate_writes', 'decode_dtype', 'generation_requests',
+           'list_style', 'list_messages', 'list_key', 'list_examples', 'generate_lists', 'generate_stage']
 
 # %% ../nbs/12b_generate.ipynb #f385f31e
 LLM_METHODS = ('beam', 'beam-trie', 'ground', 'ground+pop', 'ground+cf', 'list')
 RUN_MODELS = ('sft', 'ppo', 'grpo')   # `eval.llm_models` entries trained by the run itself
+LIST_TASK_PREFIXES = ('seqrec_', 'control+_', 'control-_', 'rate_', 'item_count_', 'seqranking_')
+
+def is_list_task(name:str)->bool:
+    "Is `name` one of RecLM-gen's list tasks (answered by a list of titles)?"
+    return name.startswith(LIST_TASK_PREFIXES)
+
 
 def generation_kinds(cfg)->list:
     "The kinds of records the evaluation of `cfg` needs: 'beam', 'beam-trie', 'text', 'score', 'score-trie', 'list'"
@@ -42,6 +48,17 @@ def method_kind(method:str, candidates:str)->str:
     if method == 'list': return 'list'
     if candidates != 'full': return 'score-trie' if method == 'beam-trie' else 'score'
     return 'text' if method.startswith('ground') else method
+
+API_PREFIX = 'api:'   # an `eval.llm_models` entry 'api:NAME' is the model NAME behind OPENAI_BASE_URL, whatever `eval.backend` is
+
+def entry_backend(cfg, which:str)->str:
+    "The backend an `eval.llm_models` entry runs on: 'api' for 'api:NAME' entries, else `eval.backend`"
+    return 'api' if str(which).startswith(API_PREFIX) else cfg.eval.backend
+
+def entry_kinds(cfg, which:str)->list:
+    "The record kinds of one entry: an API model answers only free text ('text') and lists"
+    kinds = generation_kinds(cfg)
+    return [k for k in kinds if k in ('text', 'list')] if entry_backend(cfg, which) == 'api' else kinds
 
 def model_label(which:str)->str:
     "A folder name for an `eval.llm_models` entry ('zero-shot', 'sft', 'ppo', 'grpo', or a model spec made safe)"
@@ -74,8 +91,9 @@ def check_generate(cfg):
         if not any(is_list_task(t) for t in cfg.tasks.test):
             raise ConfigError(f"eval.llm_methods has 'list' but tasks.test = {cfg.tasks.test} holds no RecLM-gen list task (seqrec_test, control+_test, ...)")
     for w in e.llm_models:
+        if str(w).startswith(API_PREFIX) and not str(w)[len(API_PREFIX):]: raise ConfigError(f'eval.llm_models: {w!r}: expected api:MODEL_NAME')
         spec = str(cfg.llm.model) if w == 'zero-shot' else str(w)
-        if w != 'sft' and e.backend != 'api' and spec.startswith(('.', '/', '~')) and not Path(spec).expanduser().exists():
+        if w not in RUN_MODELS and entry_backend(cfg, w) != 'api' and spec.startswith(('.', '/', '~')) and not Path(spec).expanduser().exists():
             raise ConfigError(f'eval.llm_models: {w!r} names {spec!r}, which does not exist')
     dup = sorted({model_label(w) for w in e.llm_models if [model_label(x) for x in e.llm_models].count(model_label(w)) > 1})
     if dup: raise ConfigError(f'eval.llm_models: two entries share the folder name {dup[0]!r}')
@@ -149,6 +167,7 @@ def _diff(old:dict, new:dict)->str:
 def model_spec(cfg, run:RunDir, which:str)->str:
     "The model spec of an `eval.llm_models` entry"
     if which == 'zero-shot': return str(cfg.llm.model)
+    if str(which).startswith(API_PREFIX): return str(which)[len(API_PREFIX):]
     if which in RUN_MODELS:
         p = run.root/('sft' if which == 'sft' else f'rl/{which}')/'model'
         if not (p/'config.json').exists():
@@ -162,8 +181,8 @@ def model_inputs(cfg)->dict:
     out = {}
     for w in cfg.eval.llm_models:
         if w in RUN_MODELS: continue                              # inside the run: the sft / rl stage's fingerprint covers it
-        spec = str(cfg.llm.model) if w == 'zero-shot' else str(w)
-        if cfg.eval.backend == 'api': out[w] = f"api:{spec}@{os.environ.get('OPENAI_BASE_URL', 'https://api.openai.com/v1')}"
+        spec = str(cfg.llm.model) if w == 'zero-shot' else str(w).removeprefix(API_PREFIX)
+        if entry_backend(cfg, w) == 'api': out[w] = f"api:{spec}@{os.environ.get('OPENAI_BASE_URL', 'https://api.openai.com/v1')}"
         else:
             kind, loc = resolve_model(spec) if not spec.startswith(('.', '/', '~')) or Path(spec).expanduser().exists() else ('missing', spec)
             out[w] = path_fingerprint(loc) if kind in ('folder', 'gguf') else f'{kind}:{spec}'
@@ -171,7 +190,7 @@ def model_inputs(cfg)->dict:
 
 def generate_writes(cfg)->list:
     "The generate stage's artifacts under `cfg`: one records file per model and kind"
-    return [f'{model_label(w)}/{k}.{ext}' for w in cfg.eval.llm_models for k in generation_kinds(cfg) for ext in ('jsonl', 'meta.json')]
+    return [f'{model_label(w)}/{k}.{ext}' for w in cfg.eval.llm_models for k in entry_kinds(cfg, w) for ext in ('jsonl', 'meta.json')]
 
 # %% ../nbs/12b_generate.ipynb #79f26b93
 def decode_dtype(cfg)->str:
@@ -188,24 +207,24 @@ def _recommender(cfg, backend, titles:dict, kind:str, records:dict)->LLMRecommen
                           batch_size=e.llm_batch_size, name=kind, records=records)
 
 def _meta(cfg, run:RunDir, which:str, spec:str, kind:str)->dict:
-    e = cfg.eval
-    dtype = str(resolve_dtype(decode_dtype(cfg), pick_device(cfg.llm.device))).replace('torch.', '') if e.backend == 'hf' else e.backend
+    e, be = cfg.eval, entry_backend(cfg, which)
+    dtype = str(resolve_dtype(decode_dtype(cfg), pick_device(cfg.llm.device))).replace('torch.', '') if be == 'hf' else be
     model_fp = run.fingerprint('sft' if which == 'sft' else 'rl') if which in RUN_MODELS else model_inputs(cfg).get(which)
     if kind == 'list':
-        return {'model': which, 'spec': spec, 'model_fingerprint': model_fp, 'kind': kind, 'backend': e.backend, 'dtype': dtype,
+        return {'model': which, 'spec': spec, 'model_fingerprint': model_fp, 'kind': kind, 'backend': be, 'dtype': dtype,
                 'max_new_tokens': e.list_max_new_tokens, 'style': list_style(which), 'tasks': run.fingerprint('tasks'),
-                'batch_size': e.llm_batch_size, 'device': pick_device(cfg.llm.device) if e.backend == 'hf' else None, 'version': LIBRARY_VERSION}
-    return {'model': which, 'spec': spec, 'model_fingerprint': model_fp, 'kind': kind, 'backend': e.backend, 'dtype': dtype,
+                'batch_size': e.llm_batch_size, 'device': pick_device(cfg.llm.device) if be == 'hf' else None, 'version': LIBRARY_VERSION}
+    return {'model': which, 'spec': spec, 'model_fingerprint': model_fp, 'kind': kind, 'backend': be, 'dtype': dtype,
             'num_beams': max(e.num_beams, max(e.ks)) if kind.startswith('beam') else None,
             'length_penalty': e.length_penalty if kind == 'beam' else None, 'max_new_tokens': e.max_new_tokens if kind == 'text' else None,
             'history_len': cfg.tasks.history_len, 'system_prompt': cfg.llm.system_prompt, 'split': run.fingerprint('split'),
-            'batch_size': e.llm_batch_size, 'device': pick_device(cfg.llm.device) if e.backend == 'hf' else None,
+            'batch_size': e.llm_batch_size, 'device': pick_device(cfg.llm.device) if be == 'hf' else None,
             'data': run.fingerprint('data'), 'version': LIBRARY_VERSION}
 
-def _backend_kwargs(cfg)->dict:
-    e = cfg.eval
-    if e.backend == 'hf': return dict(dtype=decode_dtype(cfg), device=cfg.llm.device, threads=cfg.run.threads, batch_size=e.llm_batch_size)
-    if e.backend == 'vllm': return dict(dtype=decode_dtype(cfg))
+def _backend_kwargs(cfg, backend:str|None=None)->dict:
+    e, backend = cfg.eval, backend or cfg.eval.backend
+    if backend == 'hf': return dict(dtype=decode_dtype(cfg), device=cfg.llm.device, threads=cfg.run.threads, batch_size=e.llm_batch_size)
+    if backend == 'vllm': return dict(dtype=decode_dtype(cfg))
     return {}
 
 def generation_requests(cfg, sp:Split, kind:str)->list:
@@ -216,14 +235,9 @@ def generation_requests(cfg, sp:Split, kind:str)->list:
         out.append(('valid', requests_for(sp, 'valid', e.gamma_users, e.seed)))
     return out
 
-# %% ../nbs/12b_generate.ipynb #60e53bb3
-LIST_TASK_PREFIXES = ('seqrec_', 'control+_', 'control-_', 'rate_', 'item_count_', 'seqranking_')
+# %% ../nbs/12b_generate.ipynb #be72312d
 GENERAL_SUFFIX = ('\nAnswer with a numbered list, one item per line, in the form "1. title (category)". '
                   'Give exactly the number of items asked for and do not explain.')
-
-def is_list_task(name:str)->bool:
-    "Is `name` one of RecLM-gen's list tasks (answered by a list of titles)?"
-    return name.startswith(LIST_TASK_PREFIXES)
 
 def list_style(which:str)->str:
     "How a model's lists are read: 'sft' for the run's fine-tuned models, 'general' for any other"
@@ -278,14 +292,16 @@ def generate_stage(cfg, run:RunDir)->dict:
     sp = load_run_split(run)
     titles_all = unique_titles(load_run_data(run).items)
     titles = {i: titles_all[i] for i in sp.item_ids}
-    out, kinds = {}, generation_kinds(cfg)
+    out = {}
     for which in cfg.eval.llm_models:
+        kinds = entry_kinds(cfg, which)
         spec, backend = model_spec(cfg, run, which), None
         def get_backend():
             nonlocal backend
             if backend is None:
-                logger.info(f'generate: loading {which} ({spec}) on the {cfg.eval.backend} backend')
-                backend = load_backend(spec, cfg.eval.backend, **_backend_kwargs(cfg))
+                be = entry_backend(cfg, which)
+                logger.info(f'generate: loading {which} ({spec}) on the {be} backend')
+                backend = load_backend(spec, be, **_backend_kwargs(cfg, be))
             return backend
         for kind in kinds:
             gen = Generations(run.stage_dir('generate')/model_label(which)/f'{kind}.jsonl', _meta(cfg, run, which, spec, kind))

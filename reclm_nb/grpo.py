@@ -114,10 +114,12 @@ class _GreedyLists:
     "The `.sample(prompts, modes)` that `list_validate_fn` calls, answered by greedy `generate` (inside `trie` if given), each prompt capped at its example's `n`"
     def __init__(self, model, tok, examples:list, trie:ListTrie|None, max_new_tokens:int, ban_history:bool=True):
         self.model, self.tok, self.examples, self.trie, self.max_new_tokens, self.ban_history, self.at = model, tok, examples, trie, max_new_tokens, ban_history, 0
-    def sample(self, prompts:list, modes:list):
-        exs = self.examples[self.at:self.at + len(prompts)]
-        if [e['prompt'] for e in exs] != list(prompts): exs = [{'prompt': p} for p in prompts]   # not in order: no caps
-        else: self.at += len(prompts)
+    def sample(self, prompts:list, modes:list, examples:list|None=None):
+        if examples is not None: exs = list(examples)
+        else:
+            exs = self.examples[self.at:self.at + len(prompts)]
+            if [e['prompt'] for e in exs] != list(prompts): exs = [{'prompt': p} for p in prompts]   # not in order: no caps
+            else: self.at += len(prompts)
         texts = [chat_prompt(self.tok, p) for p in prompts]
         if self.trie is None: return SimpleNamespace(texts=generate_texts(self.model, self.tok, texts, self.max_new_tokens, len(texts)))
         return SimpleNamespace(texts=generate_lists(self.model, self.tok, texts, self.trie, self.max_new_tokens, len(texts),

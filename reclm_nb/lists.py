@@ -6,7 +6,6 @@
 from __future__ import annotations
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -16,7 +15,7 @@ from .data import load_run_data
 from .metrics import ListSample, list_metrics
 from .tasks import load_run_titles
 from .ground import TitleMatcher, read_list
-from .generate import Generations, model_label, list_style
+from .generate import Generations, model_label
 
 # %% auto #0
 __all__ = ['MODEL_NAMES', 'TABLE_METRICS', 'ListReader', 'task_metrics', 'list_records', 'evaluate_lists', 'reclmgen_table',

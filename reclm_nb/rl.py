@@ -17,8 +17,10 @@ from torch import nn
 from .core import logger, save_json, atomic_path, progress
 from .llm import chat_prompt, save_model
 from .data import load_run_data
-from .tasks import unique_titles, resolve_teacher
+from .tasks import unique_titles, resolve_teacher, load_run_titles
 from .metrics import ListSample, list_metrics
+from .decode import ListTrie, ListConstraint
+from transformers import LogitsProcessorList
 from safetensors.torch import save_file
 
 # %% auto #0
@@ -245,7 +247,8 @@ def build_reward_context(cfg,            # the run's `Config`
                         )->RewardContext:
     "The `RewardContext` of a run: its titles, categories, teacher and `cfg.rl` reward settings"
     items = load_run_data(run).items
-    titles = unique_titles(items)
+    tf = Path(run.root)/'tasks'/'titles.json'
+    titles = load_run_titles(run) if tf.exists() else unique_titles(items)   # the titles the prompts used (title64_t too)
     cats = {}
     for it, cs in zip(items['item_id'].astype(str).tolist(), items['categories'].tolist()):
         for c in (cs if cs is not None else []): cats.setdefault(str(c), set()).add(it)
@@ -346,7 +349,7 @@ class Rollouts:
 
 class Policy(Protocol):
     "What `train_ppo` trains"
-    def sample(self, prompts:list, modes:list)->Rollouts: ...
+    def sample(self, prompts:list, modes:list, examples:list|None=None)->Rollouts: ...   # examples: the prompts' rows (constraints may read them)
     def logprobs(self, batch:dict)->tuple: ...            # (log-probs, entropies), each (B, T), of batch['input_ids'] at its actions
     def ref_logprobs(self, batch:dict)->torch.Tensor: ...
     def values(self, batch:dict)->torch.Tensor: ...
@@ -387,9 +390,12 @@ class ListPolicy:
                  max_new_tokens:int=160, top_k:int=20, temperature:float=0.7,
                  device:str='cpu',
                  gen_batch:int|None=None,     # prompts per `generate` call (None: all at once)
+                 constraint:ListTrie|None=None,  # sample inside the catalogue's list answers (`decode.ListTrie`); None: free
+                 ban_history:bool=True,       # with a constraint: never write an item of the prompt's history
                 ):
         from peft import LoraConfig, get_peft_model
         self.tok, self.device, self.max_new_tokens, self.top_k, self.temperature, self.gen_batch = tok, device, max_new_tokens, top_k, temperature, gen_batch
+        self.constraint, self.ban_history = constraint, ban_history
         model.requires_grad_(False)
         lc = lambda: LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=targets, task_type='CAUSAL_LM')
         self.model = get_peft_model(model, lc(), adapter_name='actor')
@@ -420,9 +426,11 @@ class ListPolicy:
 
 # %% ../nbs/13_rl.ipynb #3dc62cb7
 @patch
-def _generate(self:ListPolicy, prompt_ids:list, greedy:bool)->list:
-    "Generated token ids per prompt (actor adapter), cut after the first EOS"
+def _generate(self:ListPolicy, prompt_ids:list, greedy:bool, examples:list|None=None)->list:
+    "Generated token ids per prompt (actor adapter), cut after the first EOS; inside `self.constraint` when set"
     out = []
+    limits = [int(e.get('n') or 0) or None for e in examples] if examples else [None] * len(prompt_ids)
+    bans = [list(e.get('history') or []) if self.ban_history else [] for e in examples] if examples else [[] for _ in prompt_ids]
     step = self.gen_batch or len(prompt_ids)
     self.model.eval(); self._use('actor')
     for lo in range(0, len(prompt_ids), step):
@@ -431,9 +439,16 @@ def _generate(self:ListPolicy, prompt_ids:list, greedy:bool)->list:
         ids = torch.tensor([[self.pad_id] * (L - len(p)) + p for p in chunk], device=self.device)
         att = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in chunk], device=self.device)
         kw = dict(do_sample=False) if greedy else dict(do_sample=True, top_k=self.top_k, temperature=self.temperature, top_p=1.0)
+        proc = None
+        if self.constraint is not None:
+            proc = ListConstraint(self.constraint, len(chunk), limits[lo:lo + step], bans[lo:lo + step])
+            kw['logits_processor'] = LogitsProcessorList([proc])
         with torch.no_grad():
             g = self.model.generate(input_ids=ids, attention_mask=att, max_new_tokens=self.max_new_tokens, eos_token_id=self.eos_ids,
                                     pad_token_id=self.pad_id, **kw)[:, L:].tolist()
+        if proc is not None:   # a row cut by max_new_tokens inside a title: drop the unfinished line (its tokens are no title yet)
+            for b, row in enumerate(proc.rows):
+                if not row.done and row.depth and row.node.cont is None: g[b] = g[b][:len(g[b]) - row.depth]
         for row in g:
             cut = next((k for k, t in enumerate(row) if t in self.eos_ids), None)
             out.append(row[:cut + 1] if cut is not None else row)
@@ -448,13 +463,14 @@ def action_char_ends(tok, actions:list)->list:
 @patch
 def sample(self:ListPolicy, prompts:list, # chat messages per prompt
            modes:list=('greedy', 'sample'),
+           examples:list|None=None,        # the prompts' example rows: `n` caps the lines, `history` is banned (constrained only)
           )->Rollouts:
     "One rollout per prompt and mode (all greedy ones first, as RecLM-gen orders them)"
     p_ids = [_tokenize_prompt(self.tok, chat_prompt(self.tok, p)) for p in prompts]
     seqs, n_prompt, texts, pidx, ms, ends = [], [], [], [], [], []
     for mode in modes:
         if mode not in ('greedy', 'sample'): raise ValueError(f"rollout mode {mode!r}: expected 'greedy' or 'sample'")
-        for i, (p, a) in enumerate(zip(p_ids, self._generate(p_ids, mode == 'greedy'))):
+        for i, (p, a) in enumerate(zip(p_ids, self._generate(p_ids, mode == 'greedy', examples))):
             seqs.append(torch.tensor(p + a, dtype=torch.long)); n_prompt.append(len(p)); pidx.append(i); ms.append(mode)
             texts.append(self.tok.decode(a, skip_special_tokens=True, clean_up_tokenization_spaces=False)); ends.append(action_char_ends(self.tok, a))
     return Rollouts(seqs, n_prompt, texts, pidx, ms, ends)
@@ -529,7 +545,7 @@ def list_validate_fn(ctx:RewardContext, batch_size:int=8)->Callable:
         recs = []
         for lo in range(0, len(examples), batch_size):
             exs = examples[lo:lo + batch_size]
-            ro = policy.sample([e['prompt'] for e in exs], ['greedy'])
+            ro = policy.sample([e['prompt'] for e in exs], ['greedy'], exs)
             for e, r, txt in zip(exs, score_completions(ro.texts, exs, ctx), ro.texts):
                 recs.append({'task': e['task'], 'reward': r.list_reward, 'text': txt, 'n': int(e['n']), 'target': e.get('target') or None,
                              'outputs': [i if i is not None else f'?{t}' for i, t in zip(r.items, r.titles)],
@@ -760,7 +776,7 @@ def train_ppo(policy,                    # a `Policy`
     while step < total:
         lo = step * per_batch + rank * rl.batch_size
         batch = train_examples[lo:lo + rl.batch_size]
-        ro = policy.sample([e['prompt'] for e in batch], list(rl.rollouts))
+        ro = policy.sample([e['prompt'] for e in batch], list(rl.rollouts), batch)
         tok_r, list_r, details = reward_fn(ro, batch)
         exp = make_experience(policy, ro, tok_r, rl, device=device, pad_id=getattr(policy, 'pad_id', 0))
         stats = ppo_update(policy, ro, exp, optimizer, rl, np.random.default_rng([seed, step, rank]), minibatch, device, getattr(policy, 'pad_id', 0))

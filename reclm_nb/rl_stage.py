@@ -14,7 +14,8 @@ from accelerate import PartialState
 from .core import logger, save_json, load_json, atomic_write, save_config, load_config, set_seed, set_threads, pick_device, setup_logging, ConfigError
 from .stages import RunDir, json_hash, LIBRARY_VERSION
 from .http import free_port
-from .llm import load_model
+from .llm import load_model, chat_prompt
+from .decode import ListTrie
 from .tasks import TASKS, load_run_tasks
 from .sft import ACCELERATE_CONFIGS, accelerate_config, peak_memory
 from .rl import (ListPolicy, build_reward_context, list_reward_fn, list_validate_fn, list_summary, ppo_stream, train_ppo)
@@ -46,7 +47,7 @@ def check_rl(cfg):
     if 'grpo' in r.algos and r.num_generations < 2: raise ConfigError(f'rl.num_generations = {r.num_generations}: GRPO needs groups of at least 2')
     if r.max_steps == 0 or r.max_steps < -1: raise ConfigError(f'rl.max_steps = {r.max_steps}: expected -1 (all drawn episodes) or >= 1')
     if r.max_seconds is not None and r.max_seconds <= 0: raise ConfigError(f'rl.max_seconds = {r.max_seconds}: expected a positive budget or null')
-    if 'ppo' in r.algos and r.constrained: raise ConfigError('rl.constrained = True: trie-constrained sampling is not implemented for ppo; set it to false')
+    if r.minibatch_size < 1: raise ConfigError(f'rl.minibatch_size = {r.minibatch_size}: expected >= 1')
     if r.accelerate_config and r.accelerate_config not in ACCELERATE_CONFIGS and not Path(r.accelerate_config).exists():
         raise ConfigError(f'rl.accelerate_config = {r.accelerate_config!r}: expected one of {sorted(ACCELERATE_CONFIGS)} or a YAML file')
     if not t.rl_train: raise ConfigError("tasks.rl_train = {}: the rl stage needs RL training prompts, e.g. {'rl_seqrec': 1.0}")
@@ -94,12 +95,19 @@ def ppo_worker(config_path:str, run_dir:str)->dict:
     episodes, valid = rl_examples(run)
     model, tok = load_model(str(sft_model_path(run)), cfg.llm.dtype, device)
     r = cfg.rl
-    policy = ListPolicy(model, tok, r.lora_r, r.lora_alpha, cfg.llm.lora_targets, r.max_new_tokens, r.top_k, r.temperature, device)
+    trie = None
+    if r.constrained:
+        ctx_t = build_reward_context(cfg, run)
+        longest = max([int(e.get('n') or 0) for ep in episodes for e in ep] + [int(e.get('n') or 0) for e in valid] + [1])
+        trie = ListTrie(tok, {item: title for title, item in ctx_t.title2item.items()}, idx=cfg.tasks.idx, max_lines=longest,
+                        context=chat_prompt(tok, (episodes[0][0] if episodes and episodes[0] else valid[0])['prompt']))
+    policy = ListPolicy(model, tok, r.lora_r, r.lora_alpha, cfg.llm.lora_targets, r.max_new_tokens, r.top_k, r.temperature, device,
+                        constraint=trie, ban_history=r.ban_history)
     torch.manual_seed(cfg.run.seed + 1000 * state.process_index)   # the LoRA weights are equal everywhere; the samples are not
     ctx = build_reward_context(cfg, run)
     try:
         m = train_ppo(policy, list_reward_fn(ctx), ppo_stream(episodes, cfg.run.seed), valid, r, out, cfg.run.seed,
-                      list_validate_fn(ctx, r.batch_size), lambda recs: list_summary(recs, ctx), device)
+                      list_validate_fn(ctx, r.batch_size), lambda recs: list_summary(recs, ctx), device, minibatch=r.minibatch_size)
     finally:
         if hasattr(ctx.teacher, 'close'): ctx.teacher.close()
     m.update({'device': device, 'dtype': str(next(model.parameters()).dtype).replace('torch.', ''), 'model': str(sft_model_path(run)),

@@ -84,7 +84,7 @@ def test_check_rl_and_writes():
 RL_OVERRIDES = ['llm.dtype=fp32', 'run.threads=1', 'sft.max_steps=2', 'tasks.rl_train={rl_seqrec: 8, "rl_control+": 4, rl_rate_mp: 4}',
                 'tasks.rl_valid=[seqrec_valid, "control+_valid", rate_mp30_valid]', 'tasks.valid_users=4', 'tasks.rl_epochs=1',
                 'rl.batch_size=2', 'rl.max_new_tokens=16', 'rl.eval_steps=2', 'rl.eval_examples=4', 'rl.save_steps=2', 'rl.lr=1e-3',
-                'rl.fine_grain_reward=true', 'rl.log_examples=1']
+                'rl.fine_grain_reward=true', 'rl.log_examples=1', 'rl.algos=[ppo]']
 
 @pytest.fixture(scope='module')
 def prepared(tmp_path_factory):
@@ -119,6 +119,17 @@ def test_rl_stage_end_to_end(prepared, tmp_path):
     assert run_stage('rl', cfg, run) == s
     s2 = run_stage('rl', recipe_config('smoke', RL_OVERRIDES + ['rl.max_steps=6', 'rl.max_seconds=0.01']), run)
     assert s2['ppo']['stopped_by_budget'] is True and s2['ppo']['steps'] == 1
+
+def test_constrained_ppo_lists_only_catalogue_titles(prepared, tmp_path):
+    "With rl.constrained, every rollout line is a catalogue title, at most n of them, no repeat and no history item"
+    run = _copy(prepared, tmp_path/'constrained')
+    cfg = recipe_config('smoke', RL_OVERRIDES + ['rl.max_steps=1', 'rl.constrained=true', 'rl.minibatch_size=4'])
+    s = run_stage('rl', cfg, run)
+    assert s['ppo']['steps'] == 1
+    tasks = load_json(run.root/'rl'/'ppo'/'metrics.json')['best_validation']['tasks']
+    for t, m in tasks.items():
+        assert m['Count'] > 0 and m['NonExistRate'] == 0 and m['RepeatRate'] == 0 and m['InHistoryRate'] == 0, (t, m)
+        assert m.get('CorrectCount', 0) <= 1
 
 def _worker(cfg, run):
     "The rl stage in a child process, as the pipeline runs it"

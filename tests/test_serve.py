@@ -173,3 +173,22 @@ def test_llm_recommender_over_the_api(server, local):
     got = remote.recommend(hs, k=10)
     assert got == inproc.recommend(hs, k=10) and all(len(r) == 10 and not set(r) & set(h) for r, h in zip(got, hs))
     assert 0 <= remote.validity <= 1
+
+def test_reclmgen_lists_from_an_api_model(server, tmp_path):
+    "RecLM-gen's list evaluation of an API model ('api:NAME' entry) equals the same model in process, row for row"
+    from conftest import cli
+    env = {**os.environ, 'OPENAI_BASE_URL': server + '/v1'}
+    sets = ['run.stages=[evaluate]', 'cf.models=[pop]', 'tasks.teacher=pop', 'eval.llm_models=[zero-shot, api:tiny]',
+            'eval.llm_methods=[list]', 'eval.list_max_new_tokens=12', 'tasks.test=[seqrec_test, control-_test, item_count_test]', 'tasks.test_users=3']
+    r = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', *[x for s in sets for x in ('--set', s)], env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    gen = tmp_path/'smoke'/'generate'
+    read = lambda m: {(x['task'], x['user_id']): x for x in map(json.loads, (gen/m/'list.jsonl').read_text().splitlines())}
+    local, api = read('zero-shot'), read('api_tiny')
+    assert len(api) == 9 and api.keys() == local.keys()
+    assert all(api[k]['text'] == local[k]['text'] and api[k]['example'] == local[k]['example'] for k in api)
+    assert json.loads((gen/'api_tiny'/'list.meta.json').read_text())['backend'] == 'api'
+    report = (tmp_path/'smoke'/'report.md').read_text()
+    table = report.split('## RecLM-gen tasks (test)')[1]
+    rows = {l.split('|')[1].strip(): l.split('|')[2:] for l in table.splitlines() if l.startswith('| ') and not l.startswith('| model')}
+    assert rows['zero-shot'] == rows['api:tiny']

@@ -281,19 +281,21 @@ class TorchRecommender(Recommender):
     def _restore(self, config:dict): "Set what `_build` needs from the saved config"
 
 # %% ../nbs/05_cf.ipynb #6ccac480
-def check_cf(cfg):
-    "Stop a run before it starts on unknown cf models or hyper-parameters; coerce values to their defaults' types"
+def check_cf(cfg)->dict:
+    "Stop a run before it starts on unknown cf models or hyper-parameters; returns them coerced to their defaults' types (`cfg` is left as written, so its stage key does not depend on whether the check ran)"
     unknown = [m for m in list(cfg.cf.models) + list(cfg.cf.params) if m not in RECOMMENDERS]
     if unknown: raise ConfigError(f'cf.models / cf.params: unknown model(s) {unknown}; known: {sorted(RECOMMENDERS)}')
+    out = {}
     for name, params in cfg.cf.params.items():
-        defaults = getattr(recommender_class(name), 'defaults', {})
+        defaults, out[name] = getattr(recommender_class(name), 'defaults', {}), {}
         bad = sorted(set(params) - set(defaults))
         if bad: raise ConfigError(f'cf.params.{name}: unknown hyper-parameter(s) {bad}; allowed: {sorted(defaults)}')
         for k, v in params.items():
             d = defaults[k]
             t = (float|None) if d is None else (float if isinstance(d, float) else type(d))
-            try: params[k] = TypeAdapter(t).validate_python(v)
+            try: out[name][k] = TypeAdapter(t).validate_python(v)
             except ValidationError: raise ConfigError(f'cf.params.{name}.{k} = {v!r}: expected {getattr(t, "__name__", t)} like the default {d!r}') from None
+    return out
 
 def cf_writes(cfg)->list:
     "The artifacts of the cf stage: the saved folders of the configured models"
@@ -307,12 +309,12 @@ def _model_key(name:str, params:dict, run:RunDir)->str:
 
 def cf_stage(cfg, run:RunDir)->dict:
     "Train and save the collaborative models of `cfg.cf.models` (a model saved under the same key is kept)"
-    check_cf(cfg)
+    coerced = check_cf(cfg)
     sp, out = load_run_split(run), {}
     items = load_run_data(run).items
     categories = dict(zip(items.item_id, items.categories))
     for name in cfg.cf.models:
-        folder, params = run.stage_dir('cf')/name, dict(cfg.cf.params.get(name, {}))
+        folder, params = run.stage_dir('cf')/name, dict(coerced.get(name, {}))
         if name != 'pop': params.setdefault('seed', cfg.run.seed)
         key = _model_key(name, params, run)
         if (folder/'fit_info.json').exists() and (folder/'recommender.json').exists() and load_json(folder/'fit_info.json').get('key') == key:

@@ -433,8 +433,8 @@ RECIPES['reclmgen'] = {
               'rl_valid': _RECLMGEN_RL_VALID, 'rl_epochs': 1},
     'llm': {'model': 'smollm2-135m-instruct'},
     'sft': {'max_steps': 48, 'max_seconds': 900, 'batch_size': 4, 'grad_accum': 2, 'lr': 1e-3, 'eval_steps': 16, 'eval_examples': 24},
-    'rl': {'algos': ['ppo', 'grpo'], 'lr': 5e-5, 'batch_size': 4, 'grad_accum': 4, 'minibatch_size': 2, 'ppo_epochs': 2, 'max_steps': 6,
-           'max_new_tokens': 96, 'constrained': True, 'eval_steps': 3, 'eval_examples': 20, 'save_steps': 3, 'max_seconds': 300,
+    'rl': {'algos': ['ppo', 'grpo'], 'lr': 2e-4, 'batch_size': 4, 'grad_accum': 4, 'minibatch_size': 2, 'ppo_epochs': 2, 'max_steps': 6,
+           'max_new_tokens': 96, 'constrained': True, 'eval_steps': 3, 'eval_examples': 20, 'save_steps': 3, 'max_seconds': 240,
            'num_generations': 4},
     'eval': {'ks': [5, 10, 20], 'splits': ['test'], 'llm_models': ['zero-shot', 'sft', 'ppo', 'grpo'], 'llm_methods': ['list'],
              'list_max_new_tokens': 112, 'llm_batch_size': 16}}

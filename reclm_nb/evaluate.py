@@ -24,7 +24,7 @@ from .tasks import unique_titles
 from .ground import EmbeddingGrounder, load_embedder
 from .llmrec import LLMRecommender
 from .generate import Generations, model_label, method_kind, entry_kinds
-from .lists import evaluate_lists, reclmgen_table, plot_rl
+from .lists import evaluate_lists, reclmgen_table, plot_rl, MODEL_NAMES
 
 # %% auto #0
 __all__ = ['METRIC_ORDER', 'rank_examples', 'EvalResult', 'evaluate', 'wide_table', 'markdown_table', 'plot_results',
@@ -264,11 +264,20 @@ def _lists_section(ev:Path)->list:
     "The RecLM-gen table: one row per model, a column group per test task"
     if not (ev/'lists.parquet').exists(): return []
     t = reclmgen_table(pd.read_parquet(ev/'lists.parquet'))
+    rl = ev.parent/'rl'/'info.json'
+    notes = {}
+    for algo, m in (load_json(rl).items() if rl.exists() else []):
+        name = MODEL_NAMES.get(algo, algo)
+        if name in t.index and m.get('stopped_by_budget'):
+            notes[name] = f"{name}: RL stopped by the wall-clock guard rl.max_seconds after {m.get('steps')} of {m.get('planned_steps')} batches"
+        if name in t.index and m.get('best_step') == 0:
+            notes.setdefault(name, f'{name}: no validation improved on the SFT model, so the SFT weights were kept (best step 0)')
+    t.index = [f'{m} †' if m in notes else m for m in t.index]
     t.index.name = 'model'
     return ['## RecLM-gen tasks (test)', '', '`' + load_json(ev/'lists.json')['protocol'] + '`', '',
             'Rates are per list (items out of n, as RecLM-gen averages them), CategoryRateCorrect and CorrectCount are shares of lists, '
             'Recall/NDCG are HR@n/NDCG@n of the held-out item. Empty: answers with no line, left out of the averages as RecLM-gen does.', '',
-            markdown_table(t, floatfmt='.3f'), '']
+            markdown_table(t, floatfmt='.3f'), ''] + [f'† {n}' for n in notes.values()] + ([''] if notes else [])
 
 def _rl_section(run:RunDir)->list:
     "The RL stage's measurements and its reward/KL curve"

@@ -17,7 +17,7 @@ from trl import GRPOConfig, GRPOTrainer
 from .core import logger, save_json, load_json, pick_device, set_seed, set_threads, ConfigError
 from .llm import load_model, load_adapter, save_model, merge_and_save, resolve_dtype, chat_prompt, n_params
 from .decode import ListTrie, ListConstraint, generate_lists, generate_texts, list_regex
-from .rl import score_completions, list_validate_fn, list_summary
+from .rl import score_completions, list_validate_fn, list_summary, valid_subset
 from .sft import _last_checkpoint, peak_memory
 
 # %% auto #0
@@ -224,7 +224,7 @@ def train_grpo(cfg,                      # the run's `Config` (sections rl, llm,
         longest = max([int(ex.get('n') or 0) for ex in list(train_examples) + list(valid_examples)] + [1])
         trie = ListTrie(tok, {item: title for title, item in reward_ctx.title2item.items()}, idx=cfg.tasks.idx, max_lines=longest,
                         context=chat_prompt(tok, train_examples[0]['prompt']))
-    valid = list(valid_examples)[:r.eval_examples] if r.eval_examples else list(valid_examples)
+    valid = valid_subset(list(valid_examples), r.eval_examples or None)   # the prompts PPO validates on: spread over the tasks
     args = grpo_config(cfg, out/'checkpoints', device, len(train), use_vllm, list_regex(trie) if trie is not None and use_vllm else None, progress)
     lora = LoraConfig(r=r.lora_r, lora_alpha=r.lora_alpha, lora_dropout=cfg.llm.lora_dropout, target_modules=cfg.llm.lora_targets, task_type='CAUSAL_LM')
     clock = RLClock(r.max_seconds)

@@ -445,8 +445,9 @@ RECIPES['reclmgen-gpu'] = {   # a device-sized run: a 0.5-8B instruct model, vLL
               'valid_users': 64, 'test_users': None, 'rl_train': {'rl_seqrec': 1.0, 'rl_control+': 0.5, 'rl_control-': 0.5, 'rl_rate_lp': 0.2,
               'rl_rate_mp': 0.2, 'rl_rate_ep': 0.2}, 'rl_epochs': 2},
     'llm': {'model': 'Qwen/Qwen2.5-0.5B-Instruct', 'device': 'cuda', 'max_length': 768},
-    'sft': {'batch_size': 8, 'grad_accum': 2, 'lr': 2e-4, 'eval_steps': 200, 'eval_examples': 128},
-    'rl': {'algos': ['ppo', 'grpo'], 'lr': 5e-6, 'batch_size': 8, 'max_new_tokens': 160, 'eval_steps': 100, 'eval_examples': 128, 'save_steps': 100},
+    'sft': {'batch_size': 8, 'grad_accum': 2, 'lr': 2e-4, 'max_steps': 2000, 'eval_steps': 200, 'eval_examples': 128},
+    'rl': {'algos': ['ppo', 'grpo'], 'lr': 5e-6, 'batch_size': 8, 'minibatch_size': 8, 'max_steps': 500, 'max_new_tokens': 160, 'constrained': True,
+           'eval_steps': 100, 'eval_examples': 128, 'save_steps': 100},
     'eval': {**RECIPES['reclmgen']['eval'], 'backend': 'vllm', 'list_max_new_tokens': 192, 'llm_batch_size': 64}}
 
 def recipe_config(recipe:str,        # a recipe name (see `RECIPES`) or a path to a YAML config

@@ -502,6 +502,7 @@ def _allowed(self:ListConstraint, row)->tuple:
 
 @patch
 def __call__(self:ListConstraint, input_ids:torch.LongTensor, scores:torch.FloatTensor)->torch.FloatTensor:
+    "Advance each row along its last token and set the scores of every token it may not write next to -inf"
     B, L = input_ids.shape
     if B != len(self.rows): raise ValueError(f'ListConstraint was made for {len(self.rows)} rows but generate passed {B}')
     if self._len is not None:

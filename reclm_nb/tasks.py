@@ -744,7 +744,7 @@ def check_tasks(cfg)->dict:
 def run_titles(cfg, items:pd.DataFrame)->dict:
     "item id -> the title prompts use: unique full titles, or RecLM-gen's title64_t with `tasks.title_tokens`"
     if cfg.tasks.title_tokens is None: return unique_titles(items)
-    from reclm_nb.index import title_index           # 07_index
+    from reclm_nb.index import title_index           # 07_item_index
     from reclm_nb.llm import load_tokenizer          # the tokenizer loader lives with the models (09_llm); needed only here
     return title_index(items, load_tokenizer(cfg.llm.model), cfg.tasks.title_tokens)
 

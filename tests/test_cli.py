@@ -7,6 +7,8 @@ from conftest import cli, BIN
 
 LLM_TABLE = 'loo/test · LLM comparison (8 users)'
 
+MODELS = ('zero-shot', 'sft', 'ppo', 'grpo')
+
 @pytest.mark.slow
 def test_smoke_run_produces_report(tmp_path):
     r = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress')
@@ -16,7 +18,7 @@ def test_smoke_run_produces_report(tmp_path):
     assert 'Protocol: ml-100k | split loo/test | candidates full | K 5,10,20 | 100 users' in report
     assert '| pop |' in report and 'NDCG@10' in report
     assert (run/'results.png').read_bytes()[:4] == b'\x89PNG'
-    for nb in ('02a_sources', '03_split', '05_cf', '08_tasks', '10_sft', '12b_generate', '15_evaluate'):
+    for nb in ('02a_sources', '03_split', '05_cf', '08_tasks', '10_sft', '13b_rl_stage', '12b_generate', '15_evaluate'):
         assert (run/'notebooks'/f'{nb}.ipynb').exists(), nb
     # the LLM stages: tasks drawn from the teacher, the tiny model fine-tuned, merged, its loss curve in the report
     info = json.loads((run/'tasks'/'info.json').read_text())
@@ -26,8 +28,8 @@ def test_smoke_run_produces_report(tmp_path):
     assert (run/'sft'/'model'/'config.json').exists() and (run/'sft'/'adapter'/'adapter_config.json').exists()
     assert '## Supervised fine-tuning' in report and (run/'sft_loss.png').read_bytes()[:4] == b'\x89PNG'
     # the generations artifact: one record per user and kind, for each model
-    for which in ('zero-shot', 'sft'):
-        for kind, n in (('beam', 8), ('beam-trie', 8), ('text', 16)):   # text: 8 test users + 8 validation users for gamma
+    for which in MODELS:
+        for kind, n in (('beam', 8), ('beam-trie', 8), ('text', 16), ('list', 32)):   # list: 8 RecLM-gen test tasks x 4 users   # text: 8 test users + 8 validation users for gamma
             lines = (run/'generate'/which/f'{kind}.jsonl').read_text().splitlines()
             assert len(lines) == n, (which, kind, len(lines))
     rec = json.loads((run/'generate'/'sft'/'text.jsonl').read_text().splitlines()[0])
@@ -38,15 +40,15 @@ def test_smoke_run_produces_report(tmp_path):
     assert 0 < test10['pop'] < 1 and test10.between(0, 1).all()
     # the LLM comparison: the cf models again and every LLM x method, on the same seeded 8 test users
     llm = res[res.table == LLM_TABLE]
-    methods = [f'{w} {m}' for w in ('zero-shot', 'sft') for m in ('beam', 'beam-trie', 'ground', 'ground+pop', 'ground+cf')]
+    methods = [f'{w} {m}' for w in MODELS for m in ('beam', 'beam-trie', 'ground', 'ground+pop', 'ground+cf')]
     assert list(dict.fromkeys(llm.method)) == ['pop', 'sasrec', 'biasmf', 'lightgcn', 'ncf', *methods]
     assert (llm.n_users == 8).all() and llm[llm.metric == 'NDCG'].value.between(0, 1).all()
     validity = llm[llm.metric == 'validity'].set_index('method').value
     assert list(validity.index) == methods and validity['sft beam'] == validity['sft beam-trie'] == 1.0 and validity.between(0, 1).all()
     spu = llm[llm.metric == 'seconds_per_user'].set_index('method').value
     assert (spu > 0).all()
-    gen_cost = {w: sum(json.loads(l)['seconds'] for l in (run/'generate'/w/'text.jsonl').read_text().splitlines()[:8]) / 8 for w in ('zero-shot', 'sft')}
-    for w in ('zero-shot', 'sft'):   # the shared texts are charged to every grounding method that ranks from them
+    gen_cost = {w: sum(json.loads(l)['seconds'] for l in (run/'generate'/w/'text.jsonl').read_text().splitlines()[:8]) / 8 for w in MODELS}
+    for w in MODELS:   # the shared texts are charged to every grounding method that ranks from them
         for m in ('ground', 'ground+pop', 'ground+cf'): assert spu[f'{w} {m}'] >= 0.5 * gen_cost[w], (w, m, spu[f'{w} {m}'], gen_cost[w])
     assert f'## {LLM_TABLE}' in report and 'dtype float32' in report
     llm_dtype = json.loads((run/'evaluate'/'llm.json').read_text())['dtype']   # bf16 where the CPU runs it natively, else fp32
@@ -54,7 +56,15 @@ def test_smoke_run_produces_report(tmp_path):
     else: assert '| K 5,10,20 | 8 users | history window 50 | history masked | seed 0 | dtype float32 |' in report
     assert 'top-K lists only' in report and '## LLM recommenders' in report
     gam = json.loads((run/'evaluate'/'llm.json').read_text())['gamma']
-    assert set(gam) == {'zero-shot ground+pop', 'zero-shot ground+cf', 'sft ground+pop', 'sft ground+cf'}
+    assert set(gam) == {f'{w} ground+{p}' for w in MODELS for p in ('pop', 'cf')}
+    # RecLM-gen: PPO and GRPO from the SFT model, their curve, and the RecLM-gen table with a row per model
+    rl = json.loads((run/'rl'/'info.json').read_text())
+    assert rl['ppo']['steps'] == 2 and rl['grpo']['steps'] == 2 and (run/'rl'/'ppo'/'model'/'config.json').exists()
+    assert '## RecLM-gen tasks (test)' in report and '## Reinforcement learning' in report and (run/'rl_curve.png').read_bytes()[:4] == b'\x89PNG'
+    table = report.split('## RecLM-gen tasks (test)')[1].split('##')[0]
+    assert all(f'| {m}' in table for m in ('zero-shot', 'SFT', 'SFT+PPO', 'SFT+GRPO')) and 'seqrec: Empty' in table and 'control-: Empty' in table   # the random tiny model's answers hold no line
+    lists = pd.read_parquet(run/'evaluate'/'lists.parquet')
+    assert set(lists.model) == set(MODELS) and lists[lists.metric.isin(['Count', 'Empty'])].groupby(['model', 'task']).value.sum().eq(4).all()
     assert all(g['gamma'] in (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0) for g in gam.values())
     for m in ('sasrec', 'biasmf', 'lightgcn', 'ncf'):
         assert (run/'cf'/m/'weights.safetensors').exists() and (run/'cf'/m/'fit_info.json').exists(), m
@@ -64,13 +74,13 @@ def test_smoke_run_produces_report(tmp_path):
     # a second run finds every stage up to date and only rewrites the report
     r2 = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress')
     assert r2.returncode == 0, r2.stderr[-3000:]
-    assert r2.stderr.count('up to date, skipping') == 7, r2.stderr[-3000:]
+    assert r2.stderr.count('up to date, skipping') == 8, r2.stderr[-3000:]
     assert 'executing' not in r2.stderr
     # changing an evaluation setting re-runs the evaluate stage only: the LLM answers come from the generations
     r3 = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', '--set', 'eval.gammas=[0.0,2.0]')
     assert r3.returncode == 0, r3.stderr[-3000:]
     assert 'stage evaluate: executing' in r3.stderr and r3.stderr.count('executing') == 1
-    assert 'loading zero-shot' not in r3.stderr and 'loading sft' not in r3.stderr
+    assert 'loading ' not in r3.stderr
     assert '(gamma: NDCG@10 = 0: ' in (run/'report.md').read_text() and ', 4: ' not in (run/'report.md').read_text()
     # a decoding setting re-runs the generations it shapes (here the beams: K now asks for fewer), and the evaluation
     r4 = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', '--set', 'eval.gammas=[0.0,2.0]', '--set', 'eval.ks=[1,10]')

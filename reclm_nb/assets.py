@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_assets.ipynb #040f580f
 from __future__ import annotations
-import shutil, subprocess, sys, tempfile, zipfile
+import hashlib, shutil, subprocess, sys, tempfile, zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +13,8 @@ from .core import logger, cache_dir, atomic_path, save_json, load_json, sha256_f
 
 # %% auto #0
 __all__ = ['ASSETS', 'MODEL_ASSETS', 'Asset', 'AssetError', 'asset_dir', 'check_asset', 'fetch_asset', 'unpack_asset',
-           'asset_path', 'gguf_to_hf', 'model_path', 'asset_table']
+           'asset_path', 'gguf_to_hf', 'model_path', 'asset_table', 'resolve_model', 'gguf_folder', 'model_folder',
+           'tokenizer_folder', 'load_tokenizer']
 
 # %% ../nbs/01_assets.ipynb #a79f238c
 @dataclass
@@ -192,3 +193,69 @@ def asset_table()->list:
         ok = folder.exists() and not check_asset(name)
         rows.append({'name': name, 'source': a.requirement, 'present': ok, 'path': str(folder), 'about': a.about})
     return rows
+
+# %% ../nbs/01_assets.ipynb #4c1d6644
+def resolve_model(spec:str, # embedded name, 'tiny', folder, .gguf file or hub id
+                 )->tuple:
+    "`(kind, location)` for a model spec: kind is 'tiny', 'embedded', 'folder', 'gguf' or 'hub'"
+    spec = str(spec)
+    if spec == 'tiny': return 'tiny', None
+    if spec in MODEL_ASSETS: return 'embedded', spec
+    p = Path(spec).expanduser()
+    if p.suffix == '.gguf':
+        if not p.is_file(): raise FileNotFoundError(f'model {spec!r}: GGUF file not found')
+        return 'gguf', p.resolve()
+    if p.is_dir():
+        if not (p/'config.json').exists(): raise FileNotFoundError(f'model {spec!r}: the folder has no config.json (expected a Hugging Face model folder)')
+        return 'folder', p.resolve()
+    if p.exists() or spec.startswith(('.', '/', '~')): raise FileNotFoundError(f'model {spec!r}: not a model folder, .gguf file or embedded name ({sorted(MODEL_ASSETS)} or "tiny")')
+    return 'hub', spec
+
+# %% ../nbs/01_assets.ipynb #b7e32277
+def gguf_folder(gguf:Path)->Path:
+    "The cache folder holding the converted copy of `gguf` (converted on first use)"
+    st = gguf.stat()
+    key = hashlib.sha256(f'{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}'.encode()).hexdigest()[:12]
+    out = cache_dir()/'models'/f'{gguf.stem}-{key}'
+    if (out/'config.json').exists() and list(out.glob('*.safetensors')): return out
+    return gguf_to_hf(gguf, out)
+
+def model_folder(spec:str)->Path|str:
+    "A local folder (or a hub id) that `from_pretrained` can read for `spec`"
+    kind, loc = resolve_model(spec)
+    if kind == 'tiny': raise ValueError("model 'tiny' has no folder: build it with `llm.tiny_model()`")
+    if kind == 'embedded': return model_path(loc)
+    if kind == 'gguf': return gguf_folder(loc)
+    return loc
+
+# %% ../nbs/01_assets.ipynb #8a96b562
+def tokenizer_folder(name:str='smollm2-135m-instruct')->Path:
+    "A cached tokenizer-only folder for the embedded model `name`"
+    out = cache_dir()/'models'/f'{name}-tokenizer'
+    if (out/'tokenizer_config.json').exists(): return out
+    full = cache_dir()/'models'/name
+    from transformers import AutoTokenizer
+    if (full/'tokenizer_config.json').exists(): tok = AutoTokenizer.from_pretrained(full)
+    else:
+        gguf = asset_path(name)/MODEL_ASSETS[name]
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with atomic_path(out) as tmp: tok.save_pretrained(tmp)
+    return out
+
+def load_tokenizer(spec:str='smollm2-135m-instruct', # as for `resolve_model`
+                  ):
+    "The tokenizer of model `spec`, with a pad token set (the EOS token if it has none) and left padding for generation"
+    from transformers import AutoTokenizer
+    kind, loc = resolve_model(spec)
+    if kind in ('tiny', 'embedded'): src = tokenizer_folder(loc or 'smollm2-135m-instruct')
+    else: src = model_folder(spec)
+    tok = _hub_call(lambda: AutoTokenizer.from_pretrained(src), spec)
+    if tok.pad_token is None: tok.pad_token = tok.eos_token
+    return tok
+
+def _hub_call(fn, spec):
+    try: return fn()
+    except OSError as e:
+        if resolve_model(spec)[0] != 'hub': raise
+        raise OSError(f'model {spec!r}: could not load it from the Hugging Face hub ({e}). If this machine is offline, '
+                      f'pass a local folder or .gguf file, or the embedded default {sorted(MODEL_ASSETS)}') from None

@@ -4,84 +4,20 @@
 
 # %% ../nbs/09_llm.ipynb #6a9d208f
 from __future__ import annotations
-import hashlib, time
+import time
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from .core import logger, pick_device, set_threads, atomic_path, cache_dir
-from .assets import MODEL_ASSETS, asset_path, model_path, gguf_to_hf
+from .core import logger, pick_device, set_threads, atomic_path
+# model specs and tokenizers live with the assets (01), so 08_tasks can cut titles with a tokenizer; imported here for `llm` users too
+from .assets import resolve_model, model_folder, load_tokenizer, _hub_call
 
 # %% auto #0
-__all__ = ['DEFAULT_SYSTEM', 'resolve_model', 'gguf_folder', 'model_folder', 'tokenizer_folder', 'load_tokenizer',
-           'chat_messages', 'chat_prompt', 'cpu_has_bf16', 'resolve_dtype', 'tiny_model', 'load_model', 'n_params',
-           'add_tokens', 'add_lora', 'save_model', 'merge_and_save', 'load_adapter']
-
-# %% ../nbs/09_llm.ipynb #4c1d6644
-def resolve_model(spec:str, # embedded name, 'tiny', folder, .gguf file or hub id
-                 )->tuple:
-    "`(kind, location)` for a model spec: kind is 'tiny', 'embedded', 'folder', 'gguf' or 'hub'"
-    spec = str(spec)
-    if spec == 'tiny': return 'tiny', None
-    if spec in MODEL_ASSETS: return 'embedded', spec
-    p = Path(spec).expanduser()
-    if p.suffix == '.gguf':
-        if not p.is_file(): raise FileNotFoundError(f'model {spec!r}: GGUF file not found')
-        return 'gguf', p.resolve()
-    if p.is_dir():
-        if not (p/'config.json').exists(): raise FileNotFoundError(f'model {spec!r}: the folder has no config.json (expected a Hugging Face model folder)')
-        return 'folder', p.resolve()
-    if p.exists() or spec.startswith(('.', '/', '~')): raise FileNotFoundError(f'model {spec!r}: not a model folder, .gguf file or embedded name ({sorted(MODEL_ASSETS)} or "tiny")')
-    return 'hub', spec
-
-# %% ../nbs/09_llm.ipynb #b7e32277
-def gguf_folder(gguf:Path)->Path:
-    "The cache folder holding the converted copy of `gguf` (converted on first use)"
-    st = gguf.stat()
-    key = hashlib.sha256(f'{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}'.encode()).hexdigest()[:12]
-    out = cache_dir()/'models'/f'{gguf.stem}-{key}'
-    if (out/'config.json').exists() and list(out.glob('*.safetensors')): return out
-    return gguf_to_hf(gguf, out)
-
-def model_folder(spec:str)->Path|str:
-    "A local folder (or a hub id) that `from_pretrained` can read for `spec`"
-    kind, loc = resolve_model(spec)
-    if kind == 'tiny': raise ValueError("model 'tiny' has no folder: build it with `tiny_model()`")
-    if kind == 'embedded': return model_path(loc)
-    if kind == 'gguf': return gguf_folder(loc)
-    return loc
-
-# %% ../nbs/09_llm.ipynb #8a96b562
-def tokenizer_folder(name:str='smollm2-135m-instruct')->Path:
-    "A cached tokenizer-only folder for the embedded model `name`"
-    out = cache_dir()/'models'/f'{name}-tokenizer'
-    if (out/'tokenizer_config.json').exists(): return out
-    full = cache_dir()/'models'/name
-    if (full/'tokenizer_config.json').exists(): tok = AutoTokenizer.from_pretrained(full)
-    else:
-        gguf = asset_path(name)/MODEL_ASSETS[name]
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    with atomic_path(out) as tmp: tok.save_pretrained(tmp)
-    return out
-
-def load_tokenizer(spec:str='smollm2-135m-instruct', # as for `resolve_model`
-                  ):
-    "The tokenizer of model `spec`, with a pad token set (the EOS token if it has none) and left padding for generation"
-    kind, loc = resolve_model(spec)
-    if kind in ('tiny', 'embedded'): src = tokenizer_folder(loc or 'smollm2-135m-instruct')
-    else: src = model_folder(spec)
-    tok = _hub_call(lambda: AutoTokenizer.from_pretrained(src), spec)
-    if tok.pad_token is None: tok.pad_token = tok.eos_token
-    return tok
-
-def _hub_call(fn, spec):
-    try: return fn()
-    except OSError as e:
-        if resolve_model(spec)[0] != 'hub': raise
-        raise OSError(f'model {spec!r}: could not load it from the Hugging Face hub ({e}). If this machine is offline, '
-                      f'pass a local folder or .gguf file, or the embedded default {sorted(MODEL_ASSETS)}') from None
+__all__ = ['DEFAULT_SYSTEM', 'chat_messages', 'chat_prompt', 'cpu_has_bf16', 'resolve_dtype', 'tiny_model', 'load_model',
+           'n_params', 'add_tokens', 'add_lora', 'save_model', 'merge_and_save', 'load_adapter']
 
 # %% ../nbs/09_llm.ipynb #80773d0c
 DEFAULT_SYSTEM = 'You are an expert recommender engine.'

@@ -20,6 +20,8 @@ from .data import load_run_data
 from .split import Split, load_run_split
 from .cf import Recommender, Popularity, load_recommender
 from .teacher import TeacherClient
+from .assets import load_tokenizer
+from .index import title_index
 
 # %% auto #0
 __all__ = ['SYSTEM_PROMPT', 'PARTS', 'MAX_N', 'TASKS', 'EXTRA_COLUMNS', 'BIGREC_TEMPLATES', 'SEQREC_TEMPLATES', 'INTENT_PLUS',
@@ -744,8 +746,6 @@ def check_tasks(cfg)->dict:
 def run_titles(cfg, items:pd.DataFrame)->dict:
     "item id -> the title prompts use: unique full titles, or RecLM-gen's title64_t with `tasks.title_tokens`"
     if cfg.tasks.title_tokens is None: return unique_titles(items)
-    from reclm_nb.index import title_index           # 07_item_index
-    from reclm_nb.llm import load_tokenizer          # the tokenizer loader lives with the models (09_llm); needed only here
     return title_index(items, load_tokenizer(cfg.llm.model), cfg.tasks.title_tokens)
 
 def tasks_stage(cfg, run:RunDir)->dict:

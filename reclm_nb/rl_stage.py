@@ -4,20 +4,19 @@
 
 # %% ../nbs/13b_rl_stage.ipynb #81b54576
 from __future__ import annotations
-import importlib.util, os, shutil, subprocess, sys
+import importlib.util, os, shutil
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from accelerate import PartialState
 
-from .core import logger, save_json, load_json, atomic_write, save_config, load_config, set_seed, set_threads, pick_device, setup_logging, ConfigError
+from .core import logger, save_json, load_json, save_config, load_config, set_seed, set_threads, pick_device, setup_logging, ConfigError
 from .stages import RunDir, json_hash, LIBRARY_VERSION
-from .http import free_port
 from .llm import load_model, chat_prompt
 from .decode import ListTrie
 from .tasks import TASKS, load_run_tasks
-from .sft import ACCELERATE_CONFIGS, accelerate_config, peak_memory
+from .sft import ACCELERATE_CONFIGS, accelerate_launch, peak_memory
 from .rl import (ListPolicy, build_reward_context, list_reward_fn, list_validate_fn, list_summary, ppo_stream, train_ppo)
 
 # %% auto #0
@@ -123,21 +122,7 @@ def ppo_worker(config_path:str, run_dir:str)->dict:
 
 def launch_ppo(cfg, run:RunDir)->dict:
     "Run `ppo_worker` in `cfg.rl.num_processes` processes under `accelerate launch`"
-    out = run.stage_dir('rl')/'ppo'
-    cfg_path = save_config(cfg, out/'config.yaml')
-    name = cfg.rl.accelerate_config or ('cpu_ddp' if pick_device(cfg.llm.device) == 'cpu' else 'multi_gpu')
-    acc = accelerate_config(name, out/'accelerate.yaml', cfg.rl.num_processes)
-    launcher = out/'launch.py'
-    with atomic_write(launcher) as f: f.write('import sys\nfrom reclm_nb.rl_stage import ppo_worker\nppo_worker(sys.argv[1], sys.argv[2])\n')
-    cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--config_file', str(acc), '--main_process_port', str(free_port()),
-           str(launcher), str(cfg_path), str(run.root)]
-    env = os.environ | {'OMP_NUM_THREADS': str(cfg.run.threads), 'TOKENIZERS_PARALLELISM': 'false'}
-    logger.info(f'ppo: launching {cfg.rl.num_processes} processes: {" ".join(cmd)}')
-    p = subprocess.run(cmd, env=env)
-    if p.returncode: raise RuntimeError(f'ppo: accelerate launch exited with {p.returncode} (command: {" ".join(cmd)})')
-    m = load_json(out/'metrics.json')
-    m.update({k + '_launcher': v for k, v in peak_memory().items()})
-    return m
+    return accelerate_launch(cfg, run, run.stage_dir('rl')/'ppo', 'reclm_nb.rl_stage:ppo_worker', cfg.rl.num_processes, cfg.rl.accelerate_config, 'ppo')
 
 # %% ../nbs/13b_rl_stage.ipynb #21e017db
 def grpo_available()->bool:

@@ -26,7 +26,7 @@ from .tasks import load_run_tasks
 
 # %% auto #0
 __all__ = ['ACCELERATE_CONFIGS', 'sft_dataset', 'peak_memory', 'SFTClock', 'sft_config', 'RecSFTTrainer', 'train_sft',
-           'plot_loss', 'accelerate_config', 'sft_worker', 'launch_sft', 'check_sft', 'sft_stage']
+           'plot_loss', 'accelerate_config', 'sft_worker', 'accelerate_launch', 'launch_sft', 'check_sft', 'sft_stage']
 
 # %% ../nbs/10_sft.ipynb #d550e369
 def _length(ex)->int:
@@ -270,23 +270,32 @@ def sft_worker(config_path:str, run_dir:str)->dict:
     epochs = [tasks[k] for k in sorted((k for k in tasks if k.startswith('train_e')), key=lambda k: int(k[7:]))]
     return train_sft(cfg, epochs, tasks['valid'], run.stage_dir('sft'), progress=progress_mode() == 'text')
 
-def launch_sft(cfg, run:RunDir)->dict:
-    "Run `sft_worker` in `cfg.sft.num_processes` processes under `accelerate launch`"
-    out = run.stage_dir('sft')
+def accelerate_launch(cfg, run:RunDir,
+                      out:Path,              # the folder the worker writes `metrics.json` into
+                      worker:str,            # 'module:function' called as function(config_path, run_dir) in each process
+                      num_processes:int,
+                      config_name:str|None,  # a shipped accelerate config or a YAML path (None: cpu_ddp on a CPU, else multi_gpu)
+                      what:str,              # the job's name in logs and errors
+                     )->dict:
+    "Run `worker` in `num_processes` processes under `accelerate launch`; its metrics, plus the launcher's peak memory"
     cfg_path = save_config(cfg, out/'config.yaml')
-    name = cfg.sft.accelerate_config or ('cpu_ddp' if pick_device(cfg.llm.device) == 'cpu' else 'multi_gpu')
-    acc = accelerate_config(name, out/'accelerate.yaml', cfg.sft.num_processes)
+    acc = accelerate_config(config_name or ('cpu_ddp' if pick_device(cfg.llm.device) == 'cpu' else 'multi_gpu'), out/'accelerate.yaml', num_processes)
+    mod, fn = worker.split(':')
     launcher = out/'launch.py'
-    with atomic_write(launcher) as f: f.write('import sys\nfrom reclm_nb.sft import sft_worker\nsft_worker(sys.argv[1], sys.argv[2])\n')
+    with atomic_write(launcher) as f: f.write(f'import sys\nfrom {mod} import {fn}\n{fn}(sys.argv[1], sys.argv[2])\n')
     cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--config_file', str(acc), '--main_process_port', str(free_port()),
            str(launcher), str(cfg_path), str(run.root)]
     env = os.environ | {'OMP_NUM_THREADS': str(cfg.run.threads), 'TOKENIZERS_PARALLELISM': 'false'}
-    logger.info(f'sft: launching {cfg.sft.num_processes} processes: {" ".join(cmd)}')
+    logger.info(f'{what}: launching {num_processes} processes: {" ".join(cmd)}')
     p = subprocess.run(cmd, env=env)
-    if p.returncode: raise RuntimeError(f'sft: accelerate launch exited with {p.returncode} (command: {" ".join(cmd)})')
+    if p.returncode: raise RuntimeError(f'{what}: accelerate launch exited with {p.returncode} (command: {" ".join(cmd)})')
     m = load_json(out/'metrics.json')
     m.update({k + '_launcher': v for k, v in peak_memory().items()})
     return m
+
+def launch_sft(cfg, run:RunDir)->dict:
+    "Run `sft_worker` in `cfg.sft.num_processes` processes under `accelerate launch`"
+    return accelerate_launch(cfg, run, run.stage_dir('sft'), 'reclm_nb.sft:sft_worker', cfg.sft.num_processes, cfg.sft.accelerate_config, 'sft')
 
 # %% ../nbs/10_sft.ipynb #48b310b6
 def check_sft(cfg):

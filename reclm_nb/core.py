@@ -270,11 +270,13 @@ class RLCfg:
     max_new_tokens: int = 160      # longest rollout
     constrained: bool = False      # sample inside the catalogue trie: every line a real title
     ban_history: bool = True       # constrained sampling never writes a history item (the reward counts them as invalid)
+    constrained_logprobs: bool = False  # PPO with `constrained`: score actions under the trie-renormalised distribution (ratio, KL, entropy)
     use_vllm: bool = False         # GRPO: generate rollouts with vLLM (GPU only)
     ppo_epochs: int = 4            # optimisation passes over one rollout batch
     minibatch_size: int = 1        # rollouts per PPO mini-batch (RecLM-gen: 1; larger is faster, especially on a GPU)
     target_kl: float = 0.05        # stop the passes early when the approximate policy KL exceeds this
     kl_coef: float = 0.3           # per-token KL penalty against the reference (the SFT model)
+    kl_estimator: Literal['auto', 'k1', 'k3'] = 'auto'  # k1: log π/π_ref (RecLM-gen); k3: never negative; auto: k3 when constrained
     gamma: float = 0.99            # GAE discount
     lam: float = 1.0               # GAE lambda
     clip_ratio: float = 0.2        # policy ratio clip
@@ -433,7 +435,7 @@ RECIPES['reclmgen'] = {
               'rl_valid': _RECLMGEN_RL_VALID, 'rl_epochs': 1},
     'llm': {'model': 'smollm2-135m-instruct'},
     'sft': {'max_steps': 48, 'max_seconds': 900, 'batch_size': 4, 'grad_accum': 2, 'lr': 1e-3, 'eval_steps': 16, 'eval_examples': 24},
-    'rl': {'algos': ['ppo', 'grpo'], 'lr': 2e-4, 'batch_size': 4, 'grad_accum': 4, 'minibatch_size': 2, 'ppo_epochs': 2, 'max_steps': 6,
+    'rl': {'algos': ['ppo', 'grpo'], 'lr': 1e-3, 'batch_size': 4, 'grad_accum': 4, 'minibatch_size': 2, 'ppo_epochs': 2, 'max_steps': 6,
            'max_new_tokens': 96, 'constrained': True, 'eval_steps': 3, 'eval_examples': 20, 'save_steps': 3, 'max_seconds': 240,
            'num_generations': 4},
     'eval': {'ks': [5, 10, 20], 'splits': ['test'], 'llm_models': ['zero-shot', 'sft', 'ppo', 'grpo'], 'llm_methods': ['list'],

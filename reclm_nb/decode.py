@@ -452,8 +452,10 @@ class ListConstraint(LogitsProcessor):
                  max_items=None,             # most lines: an int, or a list with one per prompt (default: `trie.max_lines`)
                  banned=None,                # a list with, per prompt, item ids never written (e.g. the history)
                  forbid_repeats:bool=True,   # no title twice in an answer
+                 record:bool=False,          # keep each step's allowed token ids per row (`self.allowed`), for RL log-probs
                 ):
         self.trie, self.forbid_repeats, self._len = trie, forbid_repeats, None
+        self.allowed = [[] for _ in range(rows)] if record else None
         limits = [min(int(m or trie.max_lines), trie.max_lines) for m in _per_row(max_items, rows, 'max_items')]
         root = trie.line(1).root
         self.rows = [_Row(root, lim, {str(b) for b in ban or ()}) for lim, ban in zip(limits, _per_row(banned, rows, 'banned'))]
@@ -520,6 +522,9 @@ def __call__(self:ListConstraint, input_ids:torch.LongTensor, scores:torch.Float
     allow = torch.zeros(scores.shape, dtype=torch.bool, device=dev)
     allow[torch.cat(at).to(dev), torch.cat(toks).to(dev)] = True
     if brows: allow[torch.tensor(brows, device=dev), torch.tensor(btoks, device=dev)] = False
+    if self.allowed is not None:   # step k's allowed ids of each row: what action k was drawn from
+        ids = allow.nonzero()[:, 1].cpu()
+        for b, part in enumerate(ids.split(allow.sum(1).tolist())): self.allowed[b].append(part)
     return scores.masked_fill(~allow, float('-inf'))
 
 @patch
@@ -530,6 +535,17 @@ def read(self:ListConstraint, ids)->tuple:
         self._advance(row, int(t))
         if row.done: break
     return list(row.items), row.done and not row.off
+
+@patch
+def trim(self:ListConstraint, ids)->list:
+    "`ids` without an unfinished last line (generation cut by `max_new_tokens` inside a title); an unfinished first line stays (nothing to fall back to)"
+    row, start, ids = _Row(self.trie.line(1).root, self.trie.max_lines, set()), 0, [int(t) for t in ids]
+    for k, t in enumerate(ids):
+        line = row.line
+        self._advance(row, t)
+        if row.done: return ids               # ended with EOS (or left the trie): nothing unfinished
+        if row.line != line: start = k        # this token opened a new line (it carries the separator)
+    return ids if row.node.cont is not None or start == 0 else ids[:start]
 
 # %% ../nbs/11a_decode.ipynb #a1c0b010
 @torch.no_grad()
@@ -563,7 +579,9 @@ def generate_lists(model, tok, prompts:list, trie:ListTrie,
         if temperature > 0 and seed is not None: torch.manual_seed(seed + s)
         gen = model.generate(**enc, max_new_tokens=max_new_tokens, logits_processor=LogitsProcessorList(procs),
                              pad_token_id=pad, eos_token_id=trie.eos_id, **knobs)
-        out += tok.batch_decode(gen[:, L:], skip_special_tokens=True)
+        rows = gen[:, L:].tolist()
+        if constrained: rows = [procs[0].trim(r) for r in rows]   # a line cut by max_new_tokens is no title yet: drop it
+        out += tok.batch_decode(rows, skip_special_tokens=True)
     return out
 
 # %% ../nbs/11a_decode.ipynb #a1c0b016

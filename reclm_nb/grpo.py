@@ -17,7 +17,7 @@ from trl import GRPOConfig, GRPOTrainer
 from .core import logger, save_json, load_json, pick_device, set_seed, set_threads, ConfigError
 from .llm import load_model, load_adapter, save_model, merge_and_save, resolve_dtype, chat_prompt, n_params
 from .decode import ListTrie, ListConstraint, generate_lists, generate_texts, list_regex
-from .rl import score_completions, list_validate_fn, list_summary, valid_subset
+from .rl import score_completions, list_validate_fn, list_summary, valid_subset, list_trie
 from .sft import _last_checkpoint, peak_memory
 
 # %% auto #0
@@ -107,7 +107,8 @@ class RecGRPOTrainer(GRPOTrainer):
         proc = ListConstraint(self.constraint, len(prompt_ids), [int(r.get('n') or 0) or None for r in rows],
                               [list(r.get('history') or ()) if self.ban_history else () for r in rows])
         with _generate_with(self.accelerator.unwrap_model(self.model_wrapped), logits_processor=LogitsProcessorList([proc])):
-            return super()._generate_single_turn(prompt_ids, *args, **kw)
+            ids, logprobs = super()._generate_single_turn(prompt_ids, *args, **kw)
+        return [proc.trim(r) for r in ids], logprobs      # as PPO: a line cut by max_new_tokens is dropped, not rewarded -1
 
 # %% ../nbs/13a_grpo.ipynb #3e43d040
 class _GreedyLists:
@@ -219,11 +220,7 @@ def train_grpo(cfg,                      # the run's `Config` (sections rl, llm,
     model, tok = load_model(model_path, cfg.llm.dtype, 'cpu')
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     train = grpo_dataset(train_examples)
-    trie = None
-    if r.constrained:
-        longest = max([int(ex.get('n') or 0) for ex in list(train_examples) + list(valid_examples)] + [1])
-        trie = ListTrie(tok, {item: title for title, item in reward_ctx.title2item.items()}, idx=cfg.tasks.idx, max_lines=longest,
-                        context=chat_prompt(tok, train_examples[0]['prompt']))
+    trie = list_trie(tok, reward_ctx, list(train_examples) + list(valid_examples), cfg.tasks.idx) if r.constrained else None
     valid = valid_subset(list(valid_examples), r.eval_examples or None)   # the prompts PPO validates on: spread over the tasks
     args = grpo_config(cfg, out/'checkpoints', device, len(train), use_vllm, list_regex(trie) if trie is not None and use_vllm else None, progress)
     lora = LoraConfig(r=r.lora_r, lora_alpha=r.lora_alpha, lora_dropout=cfg.llm.lora_dropout, target_modules=cfg.llm.lora_targets, task_type='CAUSAL_LM')

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .core import logger, save_json, load_json
 from .data import DataError, is_missing
 
 # %% auto #0
-__all__ = ['unique_strings', 'round_trip', 'title_index', 'TitleResolver', 'ItemIndex']
+__all__ = ['unique_strings', 'round_trip', 'title_index', 'TitleResolver', 'ItemIndex', 'sequential_ids', 'random_ids']
 
 # %% ../nbs/07_item_index.ipynb #f21a48ce
 def unique_strings(strings:list, # index strings in catalogue order, possibly repeated
@@ -91,7 +92,7 @@ class TitleResolver:
 class ItemIndex:
     "Each item's unique index string (what prompts show and the model writes) and the way back"
     strings: dict         # item_id -> index string, in catalogue order
-    kind: str = 'title'   # 'title', 'title_t', 'title{N}_t'; later kinds: semantic and random IDs
+    kind: str = 'title'   # 'title', 'title_t', 'title{N}_t', 'semantic' (`reclm_nb.rqvae`), 'sequential', 'random'
 
     @classmethod
     def from_titles(cls, items:pd.DataFrame, tokenizer=None, max_tokens:int|None=None)->ItemIndex:
@@ -110,3 +111,22 @@ class ItemIndex:
         d = load_json(path)
         if not isinstance(d, dict) or not isinstance(d.get('strings'), dict): raise DataError(f'{path}: not a saved ItemIndex; expected {{"kind": ..., "strings": {{item_id: string}}}}')
         return cls(d['strings'], d.get('kind', 'title'))
+
+# %% ../nbs/07_item_index.ipynb #a66a162f
+def sequential_ids(item_ids:list,    # the catalogue, in catalogue order
+                   sequences:dict,   # user -> time-ordered item ids (the training part)
+                   start:int=1,
+                  )->dict:
+    "OpenP5's sequential indexing: item -> number string, by first appearance over the users' sequences in order"
+    known, out = set(map(str, item_ids)), {}
+    for seq in sequences.values():
+        for it in map(str, seq):
+            if it in known and it not in out: out[it] = str(start + len(out))
+    for it in map(str, item_ids):
+        if it not in out: out[it] = str(start + len(out))
+    return {str(i): out[str(i)] for i in item_ids}
+
+def random_ids(item_ids:list, seed:int=0, start:int=1)->dict:
+    "OpenP5's random indexing: item -> a number string, a seeded permutation of start..start+N-1"
+    perm = np.random.default_rng(seed).permutation(len(item_ids)) + start
+    return {str(i): str(int(k)) for i, k in zip(item_ids, perm)}

@@ -26,10 +26,11 @@ from safetensors.torch import save_file
 # %% auto #0
 __all__ = ['RATE_KINDS', 'rank_score', 'idcg', 'rate_item_score', 'list_task_score', 'task_kind', 'ListReward', 'list_reward',
            'list_lines', 'RewardContext', 'RewardResult', 'teacher_ranks', 'score_completions', 'build_reward_context',
-           'masked_mean', 'masked_whiten', 'gae', 'ppo_losses', 'token_rewards', 'Rollouts', 'Policy', 'collate',
-           'ValueHead', 'ListPolicy', 'action_char_ends', 'list_reward_fn', 'list_validate_fn', 'list_summary',
-           'ppo_stream', 'valid_subset', 'all_reduce_mean', 'all_reduce_grads', 'all_gather', 'make_experience',
-           'ppo_update', 'rng_state', 'set_rng_state', 'last_ppo_checkpoint', 'save_ppo_checkpoint', 'train_ppo']
+           'list_trie', 'masked_mean', 'masked_whiten', 'gae', 'ppo_losses', 'token_rewards', 'Rollouts', 'Policy',
+           'collate', 'ValueHead', 'ListPolicy', 'action_char_ends', 'list_reward_fn', 'list_validate_fn',
+           'list_summary', 'ppo_stream', 'valid_subset', 'all_reduce_mean', 'all_reduce_grads', 'all_gather',
+           'token_kl', 'kl_estimator', 'make_experience', 'ppo_update', 'rng_state', 'set_rng_state',
+           'last_ppo_checkpoint', 'save_ppo_checkpoint', 'train_ppo']
 
 # %% ../nbs/13_rl.ipynb #48affbdf
 def rank_score(rank:int, # the item's 0-based rank under the teacher
@@ -256,6 +257,12 @@ def build_reward_context(cfg,            # the run's `Config`
     return RewardContext({t: i for i, t in titles.items()}, cats, teacher, cfg.rl.alpha, cfg.rl.fine_grain_reward,
                          cfg.rl.reward_scale, matcher)
 
+def list_trie(tok, ctx:RewardContext, examples:list, idx:bool=False)->ListTrie:
+    "The trie constrained list generation samples in: the context's titles, up to the longest `n` the examples ask for, tokenised after their chat prompt"
+    longest = max([int(e.get('n') or 0) for e in examples] + [1])
+    return ListTrie(tok, {item: title for title, item in ctx.title2item.items()}, idx=idx, max_lines=longest,
+                    context=chat_prompt(tok, examples[0]['prompt']))
+
 # %% ../nbs/13_rl.ipynb #49ca63af
 def masked_mean(x:torch.Tensor, mask:torch.Tensor, dim:int|None=None)->torch.Tensor:
     "Mean of `x` over the entries where `mask` is true (along `dim`, or all)"
@@ -344,6 +351,7 @@ class Rollouts:
     prompt_index: list     # per rollout: index of its prompt in the batch
     modes: list            # per rollout: 'greedy' or 'sample'
     char_ends: list        # per rollout, per action: characters of `texts` decoded up to and including it
+    allowed: list|None = None  # per rollout, per action: the token ids it was drawn from (constrained log-probs), or None
     def __len__(self): return len(self.sequences)
     def n_actions(self, i:int)->int: return len(self.sequences[i]) - self.n_prompt[i]
 
@@ -365,7 +373,9 @@ def collate(rollouts:Rollouts, idx:list, pad_id:int=0, device='cpu')->dict:
     att = torch.zeros((len(seqs), T), dtype=torch.long); act = torch.zeros((len(seqs), T), dtype=torch.bool)
     for b, (i, s) in enumerate(zip(idx, seqs)):
         ids[b, :len(s)] = s; att[b, :len(s)] = 1; act[b, rollouts.n_prompt[i]:len(s)] = True
-    return {'input_ids': ids.to(device), 'attention_mask': att.to(device), 'action_mask': act.to(device)}
+    out = {'input_ids': ids.to(device), 'attention_mask': att.to(device), 'action_mask': act.to(device)}
+    if rollouts.allowed is not None: out['allowed'] = [(rollouts.n_prompt[i], rollouts.allowed[i]) for i in idx]
+    return out
 
 # %% ../nbs/13_rl.ipynb #62e61c17
 class ValueHead(nn.Module):
@@ -392,10 +402,12 @@ class ListPolicy:
                  gen_batch:int|None=None,     # prompts per `generate` call (None: all at once)
                  constraint:ListTrie|None=None,  # sample inside the catalogue's list answers (`decode.ListTrie`); None: free
                  ban_history:bool=True,       # with a constraint: never write an item of the prompt's history
+                 constrained_logprobs:bool=False,  # with a constraint: log-probs (and entropy) under the trie-renormalised distribution
                 ):
         from peft import LoraConfig, get_peft_model
         self.tok, self.device, self.max_new_tokens, self.top_k, self.temperature, self.gen_batch = tok, device, max_new_tokens, top_k, temperature, gen_batch
         self.constraint, self.ban_history = constraint, ban_history
+        self.constrained_logprobs = bool(constrained_logprobs and constraint is not None)
         model.requires_grad_(False)
         lc = lambda: LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=targets, task_type='CAUSAL_LM')
         self.model = get_peft_model(model, lc(), adapter_name='actor')
@@ -428,7 +440,7 @@ class ListPolicy:
 @patch
 def _generate(self:ListPolicy, prompt_ids:list, greedy:bool, examples:list|None=None)->list:
     "Generated token ids per prompt (actor adapter), cut after the first EOS; inside `self.constraint` when set"
-    out = []
+    out, self._allowed = [], []
     limits = [int(e.get('n') or 0) or None for e in examples] if examples else [None] * len(prompt_ids)
     bans = [list(e.get('history') or []) if self.ban_history else [] for e in examples] if examples else [[] for _ in prompt_ids]
     step = self.gen_batch or len(prompt_ids)
@@ -441,17 +453,16 @@ def _generate(self:ListPolicy, prompt_ids:list, greedy:bool, examples:list|None=
         kw = dict(do_sample=False) if greedy else dict(do_sample=True, top_k=self.top_k, temperature=self.temperature, top_p=1.0)
         proc = None
         if self.constraint is not None:
-            proc = ListConstraint(self.constraint, len(chunk), limits[lo:lo + step], bans[lo:lo + step])
+            proc = ListConstraint(self.constraint, len(chunk), limits[lo:lo + step], bans[lo:lo + step], record=self.constrained_logprobs)
             kw['logits_processor'] = LogitsProcessorList([proc])
         with torch.no_grad():
             g = self.model.generate(input_ids=ids, attention_mask=att, max_new_tokens=self.max_new_tokens, eos_token_id=self.eos_ids,
                                     pad_token_id=self.pad_id, **kw)[:, L:].tolist()
-        if proc is not None:   # a row cut by max_new_tokens inside a title: drop the unfinished line (its tokens are no title yet)
-            for b, row in enumerate(proc.rows):
-                if not row.done and row.depth and row.node.cont is None: g[b] = g[b][:len(g[b]) - row.depth]
-        for row in g:
+        if proc is not None: g = [proc.trim(r) for r in g]   # a line cut by max_new_tokens is no title yet: drop it
+        for b, row in enumerate(g):
             cut = next((k for k, t in enumerate(row) if t in self.eos_ids), None)
             out.append(row[:cut + 1] if cut is not None else row)
+            if proc is not None and proc.allowed is not None: self._allowed.append(proc.allowed[b][:len(out[-1])])
     return out
 
 def action_char_ends(tok, actions:list)->list:
@@ -467,16 +478,30 @@ def sample(self:ListPolicy, prompts:list, # chat messages per prompt
           )->Rollouts:
     "One rollout per prompt and mode (all greedy ones first, as RecLM-gen orders them)"
     p_ids = [_tokenize_prompt(self.tok, chat_prompt(self.tok, p)) for p in prompts]
-    seqs, n_prompt, texts, pidx, ms, ends = [], [], [], [], [], []
+    seqs, n_prompt, texts, pidx, ms, ends, allowed = [], [], [], [], [], [], []
     for mode in modes:
         if mode not in ('greedy', 'sample'): raise ValueError(f"rollout mode {mode!r}: expected 'greedy' or 'sample'")
-        for i, (p, a) in enumerate(zip(p_ids, self._generate(p_ids, mode == 'greedy', examples))):
+        acts = self._generate(p_ids, mode == 'greedy', examples)
+        allowed += self._allowed
+        for i, (p, a) in enumerate(zip(p_ids, acts)):
             seqs.append(torch.tensor(p + a, dtype=torch.long)); n_prompt.append(len(p)); pidx.append(i); ms.append(mode)
             texts.append(self.tok.decode(a, skip_special_tokens=True, clean_up_tokenization_spaces=False)); ends.append(action_char_ends(self.tok, a))
-    return Rollouts(seqs, n_prompt, texts, pidx, ms, ends)
+    return Rollouts(seqs, n_prompt, texts, pidx, ms, ends, allowed if self.constrained_logprobs else None)
 
 # %% ../nbs/13_rl.ipynb #569f7060
 def _first_action(batch)->int: return int(batch['action_mask'].float().argmax(1).min())
+
+def _allowed_mask(allowed:list|None, shape:tuple, s:int, device)->torch.Tensor|None:
+    "(B, T - s, V) True where a token was allowed at that action (everywhere at positions that are no recorded action), or None"
+    if allowed is None: return None
+    keep = torch.ones(shape, dtype=torch.bool, device=device)
+    for b, (n_prompt, steps) in enumerate(allowed):
+        if not steps: continue
+        at = n_prompt - s
+        keep[b, at:at + len(steps)] = False
+        pos = torch.cat([torch.full((len(a),), at + k, dtype=torch.long) for k, a in enumerate(steps)])
+        keep[b, pos.to(device), torch.cat(list(steps)).to(device)] = True
+    return keep
 
 @patch
 def _action_logprobs(self:ListPolicy, batch:dict, entropy:bool=True)->tuple:
@@ -485,10 +510,12 @@ def _action_logprobs(self:ListPolicy, batch:dict, entropy:bool=True)->tuple:
     s = max(1, _first_action(batch))
     out = self.model(input_ids=ids, attention_mask=att, logits_to_keep=T - s + 1, use_cache=False)
     logits = out.logits[:, :-1].float()                     # positions s-1 .. T-2 predict tokens s .. T-1
+    keep = _allowed_mask(batch.get('allowed'), logits.shape, s, logits.device)
+    if keep is not None: logits = logits.masked_fill(~keep, float('-inf'))   # the distribution the actions were drawn from
     lsm = torch.log_softmax(logits, -1)
     lp = torch.zeros(B, T, device=ids.device); lp[:, s:] = lsm.gather(-1, ids[:, s:, None]).squeeze(-1)
     ent = torch.zeros(B, T, device=ids.device)
-    if entropy: ent[:, s:] = -(lsm.exp() * lsm).sum(-1)
+    if entropy: ent[:, s:] = -(lsm.exp() * (lsm if keep is None else lsm.masked_fill(~keep, 0.0))).sum(-1)
     mask = batch['action_mask'].float()
     return lp * mask, ent * mask
 
@@ -620,6 +647,22 @@ def all_gather(obj)->list:
     import torch.distributed as dist
     out = [None] * world; dist.all_gather_object(out, obj); return out
 
+# %% ../nbs/13_rl.ipynb #db932328
+def token_kl(logp:torch.Tensor,  # log-probs of the actions under the policy
+             ref:torch.Tensor,   # ... under the reference
+             estimator:str='k1', # 'k1' (log π/π_ref, RecLM-gen) or 'k3' (π_ref/π − 1 − log π_ref/π, never negative)
+            )->torch.Tensor:
+    "Per-token KL estimate of the policy against the reference"
+    d = logp - ref
+    if estimator == 'k1': return d
+    if estimator == 'k3': return torch.expm1(-d) + d
+    raise ValueError(f"token_kl: estimator {estimator!r}: expected 'k1' or 'k3'")
+
+def kl_estimator(rl)->str:
+    "The estimator `rl` asks for: `rl.kl_estimator`, where 'auto' is k3 with constrained sampling and k1 without"
+    e = getattr(rl, 'kl_estimator', 'auto')
+    return ('k3' if getattr(rl, 'constrained', False) else 'k1') if e == 'auto' else e
+
 # %% ../nbs/13_rl.ipynb #be7e21b5
 def _pad_rows(rows:list, T:int)->torch.Tensor:
     out = torch.zeros(len(rows), T)
@@ -629,7 +672,7 @@ def _pad_rows(rows:list, T:int)->torch.Tensor:
 def make_experience(policy,            # a `Policy`
                     rollouts:Rollouts,
                     rewards:list,      # per rollout, (n_actions,) token rewards
-                    rl,                # `RLCfg`: kl_coef, gamma, lam, whiten_rewards, whiten_advantages
+                    rl,                # `RLCfg`: kl_coef, kl_estimator, gamma, lam, whiten_rewards, whiten_advantages
                     chunk:int=16,      # rollouts per forward pass
                     device:str='cpu',
                     pad_id:int=0,
@@ -650,7 +693,7 @@ def make_experience(policy,            # a `Policy`
     mask = full['action_mask']
     score = torch.zeros(B, T)
     for i, r in enumerate(rewards): score[i, rollouts.n_prompt[i]:rollouts.n_prompt[i] + len(r)] = r
-    kl = (old - ref) * mask
+    kl = token_kl(old, ref, kl_estimator(rl)) * mask
     token_r = score - rl.kl_coef * kl
     if rl.whiten_rewards: token_r = masked_whiten(token_r, mask, shift_mean=False)
     adv, ret = gae(token_r, val, mask, rl.gamma, rl.lam)

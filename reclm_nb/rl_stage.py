@@ -13,11 +13,10 @@ from accelerate import PartialState
 
 from .core import logger, save_json, load_json, save_config, load_config, set_seed, set_threads, pick_device, setup_logging, ConfigError
 from .stages import RunDir, json_hash, LIBRARY_VERSION
-from .llm import load_model, chat_prompt
-from .decode import ListTrie
+from .llm import load_model
 from .tasks import TASKS, load_run_tasks
 from .sft import ACCELERATE_CONFIGS, accelerate_launch, peak_memory
-from .rl import (ListPolicy, build_reward_context, list_reward_fn, list_validate_fn, list_summary, ppo_stream, train_ppo)
+from .rl import (ListPolicy, build_reward_context, list_trie, list_reward_fn, list_validate_fn, list_summary, ppo_stream, train_ppo)
 
 # %% auto #0
 __all__ = ['check_rl', 'rl_writes', 'rl_examples', 'sft_model_path', 'ppo_worker', 'launch_ppo', 'grpo_available', 'run_grpo',
@@ -94,16 +93,11 @@ def ppo_worker(config_path:str, run_dir:str)->dict:
     episodes, valid = rl_examples(run)
     model, tok = load_model(str(sft_model_path(run)), cfg.llm.dtype, device)
     r = cfg.rl
-    trie = None
-    if r.constrained:
-        ctx_t = build_reward_context(cfg, run)
-        longest = max([int(e.get('n') or 0) for ep in episodes for e in ep] + [int(e.get('n') or 0) for e in valid] + [1])
-        trie = ListTrie(tok, {item: title for title, item in ctx_t.title2item.items()}, idx=cfg.tasks.idx, max_lines=longest,
-                        context=chat_prompt(tok, (episodes[0][0] if episodes and episodes[0] else valid[0])['prompt']))
-    policy = ListPolicy(model, tok, r.lora_r, r.lora_alpha, cfg.llm.lora_targets, r.max_new_tokens, r.top_k, r.temperature, device,
-                        constraint=trie, ban_history=r.ban_history)
-    torch.manual_seed(cfg.run.seed + 1000 * state.process_index)   # the LoRA weights are equal everywhere; the samples are not
     ctx = build_reward_context(cfg, run)
+    trie = list_trie(tok, ctx, [e for ep in episodes for e in ep] + list(valid), cfg.tasks.idx) if r.constrained else None
+    policy = ListPolicy(model, tok, r.lora_r, r.lora_alpha, cfg.llm.lora_targets, r.max_new_tokens, r.top_k, r.temperature, device,
+                        constraint=trie, ban_history=r.ban_history, constrained_logprobs=r.constrained_logprobs)
+    torch.manual_seed(cfg.run.seed + 1000 * state.process_index)   # the LoRA weights are equal everywhere; the samples are not
     try:
         m = train_ppo(policy, list_reward_fn(ctx), ppo_stream(episodes, cfg.run.seed), valid, r, out, cfg.run.seed,
                       list_validate_fn(ctx, r.batch_size), lambda recs: list_summary(recs, ctx), device, minibatch=r.minibatch_size)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math, os, resource, shutil, subprocess, sys, time
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ import yaml
 from accelerate import PartialState
 from datasets import concatenate_datasets
 from matplotlib.figure import Figure
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainerState
 from trl import SFTConfig, SFTTrainer
 
 from .core import (logger, save_json, load_json, atomic_write, save_config, load_config, set_seed, set_threads,
@@ -98,6 +99,24 @@ def _last_checkpoint(folder)->Path|None:
         logger.warning(f'sft: {ck} is incomplete (killed while saving?); removing it')
         shutil.rmtree(ck, ignore_errors=True)
     return None
+
+def _finished(ck:Path|None, max_steps:int)->bool:
+    "Whether checkpoint `ck` is where training ended: its last planned step, or the step where the budget ran out"
+    if ck is None: return False
+    clock = load_json(ck/'clock.json') if (ck/'clock.json').exists() else {}
+    return load_json(ck/'trainer_state.json')['global_step'] >= max_steps or bool(clock.get('stopped_by_budget'))
+
+def _load_finished(trainer, ck:Path, clock)->SimpleNamespace:
+    "Restore a finished run from its last checkpoint without training (the `trainer.train` result it had)"
+    # transformers' resume always takes one more step, even from the last one; a run killed after its final save
+    # would then end one step longer than the same run left alone
+    trainer.state = TrainerState.load_from_json(str(ck/'trainer_state.json'))
+    best = trainer.state.best_model_checkpoint
+    trainer._load_from_checkpoint(str(ck.parent/Path(best).name) if best else str(ck))   # weights of the best checkpoint, as load_best_model_at_end
+    c = load_json(ck/'clock.json') if (ck/'clock.json').exists() else {}
+    clock.used, clock.stopped_by_budget = c.get('seconds', 0.0), bool(c.get('stopped_by_budget'))
+    losses = [r['loss'] for r in trainer.state.log_history if 'loss' in r]
+    return SimpleNamespace(training_loss=float(np.mean(losses)) if losses else float('nan'))
 
 # %% ../nbs/10_sft.ipynb #6e8a3e75
 def sft_config(cfg,                 # the run's `Config` (sections sft, llm, run)
@@ -184,7 +203,10 @@ def train_sft(cfg,                   # the run's `Config`
                 f'{args.per_device_train_batch_size}x{args.gradient_accumulation_steps}x{state.num_processes}, {dt}, '
                 f'{"LoRA" if cfg.llm.lora else "full"}, padding-free {cfg.sft.padding_free}, grouped by length {cfg.sft.group_by_length}, device {device}')
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if _finished(resume, args.max_steps):
+        logger.info(f'sft: {resume.name} is the end of training; restoring it without training')
+        result = _load_finished(trainer, resume, clock)
+    else: result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.time() - t0
     st = trainer.state
     per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * state.num_processes

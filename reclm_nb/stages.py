@@ -208,7 +208,7 @@ def why_stale(name:str, cfg:Config, run:RunDir, _memo:dict|None=None)->str|None:
     inputs = stage_inputs(name, cfg, run, memo)
     if info is None: why = 'not run yet'
     elif inputs is None: why = 'a stage it needs is stale'
-    elif json_hash(inputs) != info.get('key'): why = 'changed: ' + (', '.join(_changed(info.get('inputs', {}), inputs)) or 'inputs')
+    elif json_hash(inputs) != info.get('key'): why = 'changed: ' + (', '.join(_changed(info.get('inputs') or {}, inputs)) or 'inputs')
     else:
         now = file_records(run.root/name, stage_writes(name, cfg), info.get('files'))
         if records_fingerprint(now) != info.get('fingerprint'):
@@ -243,6 +243,10 @@ def run_stage(name:str,          # a stage of the table
     else: logger.info(f'stage {name}: running into {run.root/name} ({why})')
     (run.root/name/'done.json').unlink(missing_ok=True)
     inputs = stage_inputs(name, cfg, run)
+    if inputs is None:   # a stage it needs is stale right after running: recording this run would hide that
+        bad = {n: why_stale(n, cfg, run) for n in stage_needs(name, cfg)}
+        raise RuntimeError(f'stage {name}: the stages it needs are still stale after running: ' +
+                           '; '.join(f'{n}: {w}' for n, w in bad.items() if w is not None))
     set_seed(cfg.run.seed); set_threads(cfg.run.threads)
     t0 = time.time()
     summary = resolve(st.fn)(cfg, run) or {}

@@ -3,13 +3,16 @@
 Speed: samples (rollouts) per second of training and the peak RSS of each algorithm, each trained in its own process
 under the same wall-clock budget. Quality: the SFT model the RL starts from, SFT+PPO and SFT+GRPO answer the same
 validation prompts greedily; the JSON reports per model the mean validation reward, +/- control compliance,
-CategoryRateCorrect, NonExistRate and NDCG@10, with how many prompts (users) each number rests on.
+CategoryRateCorrect, NonExistRate and NDCG@10, with how many prompts (users) each number rests on. Each model answers
+twice when the RL samples inside the catalogue trie (`rl.constrained`): inside the trie, as the RL stage trains and
+validates (the target, "RL raises mean validation reward and +/- control compliance over SFT", is judged there), and
+as free text, as the evaluation's 'list' method decodes. `target_met` says whether every algorithm met it.
 
 Correctness checks (any failure makes the benchmark fail, whatever its speed): both algorithms trained and saved a
 merged model; every model answered the same prompts; the reward of a fixed set of answers is the same when computed
 twice (rewards are pure functions of the answer, the example and the teacher).
 
-    python scripts/bench_rl.py --out bench_rl.json                 # ML-100K, SmolLM2-135M, 300 s per algorithm
+    python scripts/bench_rl.py --out bench_rl.json                 # ML-100K, SmolLM2-135M, 900 s per algorithm
     python scripts/bench_rl.py --seconds 120 --set tasks.valid_users=8 --out /tmp/b.json
 """
 import argparse, json, os, platform, subprocess, sys, time
@@ -62,28 +65,26 @@ def train(cfg, run: RunDir, algo: str, seconds: float) -> dict:
     return m
 
 
-def answers(model_path: str, examples: list, cfg, batch: int = 8) -> tuple:
-    "Greedy answers of one model to the validation prompts (fp32 on a CPU), and seconds"
-    from reclm_nb.backends import load_backend
+def answers(model_path: str, examples: list, cfg, ctx, constrained: bool, batch: int = 8) -> tuple:
+    """Greedy answers of one model to the validation prompts, as the RL stage validates (fp32 on a CPU): the records
+    `list_validate_fn` writes, and seconds. `constrained`: inside the catalogue trie (capped at each prompt's n, no
+    history item), as RL samples and validates with `rl.constrained`; else free text, as the evaluation's 'list' method."""
+    from reclm_nb.llm import load_model
     from reclm_nb.generate import decode_dtype
-    be = load_backend(model_path, 'hf', dtype=decode_dtype(cfg), device=cfg.llm.device, threads=cfg.run.threads, batch_size=batch)
-    t0, texts = time.time(), []
-    for lo in range(0, len(examples), batch):
-        texts += be.chat([e['prompt'] for e in examples[lo:lo + batch]], max_new_tokens=cfg.rl.max_new_tokens, temperature=0.0)
+    from reclm_nb.rl import list_validate_fn, list_trie
+    from reclm_nb.grpo import _GreedyLists
+    model, tok = load_model(model_path, decode_dtype(cfg), cfg.llm.device, threads=cfg.run.threads)
+    trie = list_trie(tok, ctx, examples, cfg.tasks.idx) if constrained else None
+    t0 = time.time()
+    recs = list_validate_fn(ctx, batch)(_GreedyLists(model, tok, examples, trie, cfg.rl.max_new_tokens, cfg.rl.ban_history), examples)
     secs = time.time() - t0
-    del be
-    return texts, secs
+    del model
+    return recs, secs
 
 
-def quality(texts: list, examples: list, ctx) -> dict:
-    "Mean reward and RecLM-gen metrics of answers to the validation prompts"
-    from reclm_nb.rl import score_completions, list_summary
-    res = score_completions(texts, examples, ctx)
-    recs = [{'task': e['task'], 'reward': r.list_reward, 'text': t, 'n': int(e['n']), 'target': e.get('target') or None,
-             'outputs': [i if i is not None else f'?{x}' for i, x in zip(r.items, r.titles)], 'history': list(e.get('history') or []),
-             'category': e.get('category') or '', 'control': e.get('control') or '', 'rate_kind': e.get('rate_kind') or '',
-             'rate_count': int(e.get('rate_count', -1)), 'candidates': list(e.get('candidates') or [])}
-            for e, r, t in zip(examples, res, texts)]
+def quality(recs: list, ctx) -> dict:
+    "Mean reward and RecLM-gen metrics of one model's validation records"
+    from reclm_nb.rl import list_summary
     s = list_summary(recs, ctx)
     tasks = s['tasks']
     def share(task, key, flip=False):
@@ -102,15 +103,24 @@ def quality(texts: list, examples: list, ctx) -> dict:
             'per_task': {t: {k: round(v, 4) for k, v in m.items() if isinstance(v, (int, float))} for t, m in tasks.items()}}
 
 
+MEASURES = ('mean_reward', 'control+_compliance', 'control-_compliance', 'CategoryRateCorrect', 'NonExistRate', 'NDCG@10')
+
+
+def deltas(q: dict, base: dict) -> dict:
+    "Each measure of `q` minus the SFT model's"
+    return {k: (None if q.get(k) is None or base.get(k) is None else round(q[k] - base[k], 4)) for k in MEASURES}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--recipe', default='reclmgen')
     ap.add_argument('--set', dest='overrides', action='append', default=[], help='config override (repeatable)')
     ap.add_argument('--runs', default='runs', help='parent folder of the benchmark run')
     ap.add_argument('--run-name', default='bench_rl', help='the run folder under --runs (a copy of a finished run of the recipe reuses its SFT model)')
-    ap.add_argument('--seconds', type=float, default=300.0, help='training budget per algorithm')
+    ap.add_argument('--seconds', type=float, default=900.0, help='training budget per algorithm')
     ap.add_argument('--algos', default='ppo,grpo')
     ap.add_argument('--out', default='bench_rl.json')
+    ap.add_argument('--decodings', default='', help="comma list of 'trie', 'free' (default: both when rl.constrained, else free)")
     ap.add_argument('--worker'); ap.add_argument('--config'); ap.add_argument('--run')
     a = ap.parse_args()
     if a.worker: return worker(a.config, a.run, a.worker)
@@ -129,43 +139,52 @@ def main():
     valid = [dict(r) for r in load_run_tasks(run)['rl_valid']]
     ctx = build_reward_context(cfg, run)
     models = {'sft': str(sft_model_path(run)), **{f'sft+{x}': str(run.root/'rl'/x/'model') for x in algos}}
+    # the decoding the policy was trained and validated in comes first: the target is judged on it
+    decodings = ['trie', 'free'] if cfg.rl.constrained else ['free']
+    if a.decodings: decodings = [d for d in decodings if d in a.decodings.split(',')] or decodings[:1]
     qual, texts_by = {}, {}
     for name, path in models.items():
         if not (Path(path)/'config.json').exists(): qual[name] = {'error': f'{path}: no merged model'}; continue
-        texts, secs = answers(path, valid, cfg)
-        texts_by[name] = texts
-        qual[name] = {**quality(texts, valid, ctx), 'generation_seconds': round(secs, 1)}
+        qual[name] = {}
+        for dec in decodings:
+            recs, secs = answers(path, valid, cfg, ctx, dec == 'trie')
+            texts_by[(name, dec)] = [r['text'] for r in recs]
+            qual[name][dec] = {**quality(recs, ctx), 'generation_seconds': round(secs, 1)}
+            logger.info(f"bench_rl: {name} ({dec}): mean validation reward {qual[name][dec]['mean_reward']}")
     # correctness: rewards are a pure function of (answer, example, teacher)
-    probe = texts_by.get('sft', [])[:16]
+    probe = texts_by.get(('sft', decodings[0]), [])[:16]
     r1 = [x.list_reward for x in score_completions(probe, valid[:len(probe)], ctx)]
     r2 = [x.list_reward for x in score_completions(probe, valid[:len(probe)], ctx)]
     checks = {'trained': {x: bool(speed[x].get('ok')) for x in algos},
               'merged_models': {n: 'error' not in q for n, q in qual.items()},
-              'same_prompts': len({len(t) for t in texts_by.values()}) == 1 and len(texts_by) == len(models),
+              'same_prompts': len({len(t) for t in texts_by.values()}) == 1 and len(texts_by) == len(models) * len(decodings),
               'reward_deterministic': r1 == r2 and len(r1) > 0}
     ok = all(all(v.values()) if isinstance(v, dict) else v for v in checks.values())
-    base = qual.get('sft', {})
     target = {}
     for x in algos:
-        q = qual.get(f'sft+{x}', {})
-        if 'mean_reward' not in q or 'mean_reward' not in base: continue
-        d = {k: (None if q.get(k) is None or base.get(k) is None else round(q[k] - base[k], 4))
-             for k in ('mean_reward', 'control+_compliance', 'control-_compliance', 'CategoryRateCorrect', 'NonExistRate', 'NDCG@10')}
-        target[x] = {'delta_vs_sft': d, 'raises_reward': (d['mean_reward'] or 0) > 0,
-                     'raises_control_compliance': (d['control+_compliance'] or 0) + (d['control-_compliance'] or 0) > 0}
+        q, base = qual.get(f'sft+{x}', {}), qual.get('sft', {})
+        if not all(decodings[0] in d for d in (q, base)): continue
+        d = deltas(q[decodings[0]], base[decodings[0]])
+        target[x] = {'decoding': decodings[0], 'delta_vs_sft': d, 'raises_reward': (d['mean_reward'] or 0) > 0,
+                     'raises_control_compliance': (d['control+_compliance'] or 0) + (d['control-_compliance'] or 0) > 0,
+                     **{f'delta_vs_sft_{dec}': deltas(q[dec], base[dec]) for dec in decodings[1:]}}
+        target[x]['met'] = target[x]['raises_reward'] and target[x]['raises_control_compliance']
     c = cfg
     res = {'benchmark': 'rl', 'ok': ok, 'checks': checks, 'machine': {'cpu': _cpu(), 'cores': os.cpu_count(), 'threads': c.run.threads},
            'protocol': {'recipe': a.recipe, 'overrides': a.overrides, 'model': c.llm.model, 'budget_seconds_per_algo': a.seconds,
                         'rl_train_prompts_per_episode': c.tasks.rl_train, 'valid_prompts': len(valid), 'valid_users_per_task': c.tasks.valid_users,
                         'valid_tasks': c.tasks.rl_valid, 'batch_size': c.rl.batch_size, 'ppo_rollouts': c.rl.rollouts,
                         'grpo_group': c.rl.num_generations, 'max_new_tokens': c.rl.max_new_tokens, 'lr': c.rl.lr,
-                        'decoding': 'greedy, fp32 (eval.dtype auto on a CPU)', 'reward': 'RecLM-gen list reward (alpha %.2f), exact titles' % c.rl.alpha,
+                        'decoding': {'trie': 'greedy inside the catalogue trie (as RL samples and validates; target judged here when rl.constrained)',
+                                     'free': 'greedy free text, read as the evaluation reads lists'}, 'decodings': decodings,
+                        'dtype': 'fp32 on a CPU (eval.dtype auto)', 'rl_valid_examples_during_training': c.rl.eval_examples, 'reward': 'RecLM-gen list reward (alpha %.2f), exact titles' % c.rl.alpha,
                         'compliance': '+: share of the 10 listed items in C; -: share outside C (from TargetCategoryRate / 10)'},
-           'prepare_seconds': prep, 'speed': speed, 'quality': qual, 'target': target}
+           'prepare_seconds': prep, 'speed': speed, 'quality': qual, 'target': target,
+           'target_met': bool(target) and all(t['met'] for t in target.values())}
     if len(speed) == 2 and all(s.get('samples_per_second') for s in speed.values()):
         res['speed_ratio_ppo_over_grpo'] = round(speed['ppo']['samples_per_second'] / speed['grpo']['samples_per_second'], 3)
     save_json(res, a.out)
-    logger.info(json.dumps({k: res[k] for k in ('ok', 'checks', 'target')}, indent=1))
+    logger.info(json.dumps({k: res[k] for k in ('ok', 'checks', 'target', 'target_met')}, indent=1))
     sys.exit(0 if ok else 1)
 
 

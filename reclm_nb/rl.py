@@ -438,9 +438,9 @@ class ListPolicy:
 
 # %% ../nbs/13_rl.ipynb #3dc62cb7
 @patch
-def _generate(self:ListPolicy, prompt_ids:list, greedy:bool, examples:list|None=None)->list:
-    "Generated token ids per prompt (actor adapter), cut after the first EOS; inside `self.constraint` when set"
-    out, self._allowed = [], []
+def _generate(self:ListPolicy, prompt_ids:list, greedy:bool, examples:list|None=None)->tuple:
+    "`(token ids, allowed)` per prompt: generated ids (actor adapter) cut after the first EOS, inside `self.constraint` when set; and with `constrained_logprobs` each action's allowed ids (else no entries)"
+    out, allowed = [], []
     limits = [int(e.get('n') or 0) or None for e in examples] if examples else [None] * len(prompt_ids)
     bans = [list(e.get('history') or []) if self.ban_history else [] for e in examples] if examples else [[] for _ in prompt_ids]
     step = self.gen_batch or len(prompt_ids)
@@ -462,8 +462,8 @@ def _generate(self:ListPolicy, prompt_ids:list, greedy:bool, examples:list|None=
         for b, row in enumerate(g):
             cut = next((k for k, t in enumerate(row) if t in self.eos_ids), None)
             out.append(row[:cut + 1] if cut is not None else row)
-            if proc is not None and proc.allowed is not None: self._allowed.append(proc.allowed[b][:len(out[-1])])
-    return out
+            if proc is not None and proc.allowed is not None: allowed.append(proc.allowed[b][:len(out[-1])])
+    return out, allowed
 
 def action_char_ends(tok, actions:list)->list:
     "Per action token: characters of the text decoded up to and including it (special tokens decode to nothing)"
@@ -481,8 +481,8 @@ def sample(self:ListPolicy, prompts:list, # chat messages per prompt
     seqs, n_prompt, texts, pidx, ms, ends, allowed = [], [], [], [], [], [], []
     for mode in modes:
         if mode not in ('greedy', 'sample'): raise ValueError(f"rollout mode {mode!r}: expected 'greedy' or 'sample'")
-        acts = self._generate(p_ids, mode == 'greedy', examples)
-        allowed += self._allowed
+        acts, al = self._generate(p_ids, mode == 'greedy', examples)
+        allowed += al
         for i, (p, a) in enumerate(zip(p_ids, acts)):
             seqs.append(torch.tensor(p + a, dtype=torch.long)); n_prompt.append(len(p)); pidx.append(i); ms.append(mode)
             texts.append(self.tok.decode(a, skip_special_tokens=True, clean_up_tokenization_spaces=False)); ends.append(action_char_ends(self.tok, a))

@@ -166,8 +166,8 @@ def codes(self:RQVAE, x:torch.Tensor, use_sk:bool=False, batch_size:int=4096)->t
     "`(codes (N, levels) int64, last-level distances (N, K))` of embeddings `x` (in eval mode; Sinkhorn per call when `use_sk`)"
     was = self.training; self.eval()
     try:
-        outs = [self.quantize(self.encoder(x[s:s + batch_size].float()), use_sk) for s in range(0, len(x), batch_size)] if not use_sk \
-               else [self.quantize(self.encoder(x.float()), True)]
+        if use_sk: outs = [self.quantize(self.encoder(x.float()), True)]   # Sinkhorn balances the whole set at once
+        else: outs = [self.quantize(self.encoder(x[s:s + batch_size].float()), False) for s in range(0, len(x), batch_size)]
     finally: self.train(was)
     return torch.cat([o[1] for o in outs]), torch.cat([o[3] for o in outs])
 

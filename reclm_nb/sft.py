@@ -100,11 +100,14 @@ def _last_checkpoint(folder)->Path|None:
         shutil.rmtree(ck, ignore_errors=True)
     return None
 
+def _clock_record(ck:Path)->dict:
+    "What `SFTClock` wrote into checkpoint `ck` (`{}` for a checkpoint without it)"
+    return load_json(ck/'clock.json') if (ck/'clock.json').exists() else {}
+
 def _finished(ck:Path|None, max_steps:int)->bool:
     "Whether checkpoint `ck` is where training ended: its last planned step, or the step where the budget ran out"
     if ck is None: return False
-    clock = load_json(ck/'clock.json') if (ck/'clock.json').exists() else {}
-    return load_json(ck/'trainer_state.json')['global_step'] >= max_steps or bool(clock.get('stopped_by_budget'))
+    return load_json(ck/'trainer_state.json')['global_step'] >= max_steps or bool(_clock_record(ck).get('stopped_by_budget'))
 
 def _load_finished(trainer, ck:Path, clock)->SimpleNamespace:
     "Restore a finished run from its last checkpoint without training (the `trainer.train` result it had)"
@@ -113,7 +116,7 @@ def _load_finished(trainer, ck:Path, clock)->SimpleNamespace:
     trainer.state = TrainerState.load_from_json(str(ck/'trainer_state.json'))
     best = trainer.state.best_model_checkpoint
     trainer._load_from_checkpoint(str(ck.parent/Path(best).name) if best else str(ck))   # weights of the best checkpoint, as load_best_model_at_end
-    c = load_json(ck/'clock.json') if (ck/'clock.json').exists() else {}
+    c = _clock_record(ck)
     clock.used, clock.stopped_by_budget = c.get('seconds', 0.0), bool(c.get('stopped_by_budget'))
     losses = [r['loss'] for r in trainer.state.log_history if 'loss' in r]
     return SimpleNamespace(training_loss=float(np.mean(losses)) if losses else float('nan'))

@@ -65,21 +65,16 @@ def train(cfg, run: RunDir, algo: str, seconds: float) -> dict:
     return m
 
 
-def answers(model_path: str, examples: list, cfg, ctx, constrained: bool, batch: int = 8) -> tuple:
+def answers(model, tok, examples: list, cfg, ctx, constrained: bool, batch: int = 8) -> tuple:
     """Greedy answers of one model to the validation prompts, as the RL stage validates (fp32 on a CPU): the records
     `list_validate_fn` writes, and seconds. `constrained`: inside the catalogue trie (capped at each prompt's n, no
     history item), as RL samples and validates with `rl.constrained`; else free text, as the evaluation's 'list' method."""
-    from reclm_nb.llm import load_model
-    from reclm_nb.generate import decode_dtype
     from reclm_nb.rl import list_validate_fn, list_trie
     from reclm_nb.grpo import _GreedyLists
-    model, tok = load_model(model_path, decode_dtype(cfg), cfg.llm.device, threads=cfg.run.threads)
     trie = list_trie(tok, ctx, examples, cfg.tasks.idx) if constrained else None
     t0 = time.time()
     recs = list_validate_fn(ctx, batch)(_GreedyLists(model, tok, examples, trie, cfg.rl.max_new_tokens, cfg.rl.ban_history), examples)
-    secs = time.time() - t0
-    del model
-    return recs, secs
+    return recs, time.time() - t0
 
 
 def quality(recs: list, ctx) -> dict:
@@ -134,6 +129,8 @@ def main():
     speed = {algo: train(cfg, run, algo, a.seconds) for algo in algos}
 
     from reclm_nb.rl import build_reward_context, score_completions
+    from reclm_nb.llm import load_model
+    from reclm_nb.generate import decode_dtype
     from reclm_nb.tasks import load_run_tasks
     from reclm_nb.rl_stage import sft_model_path
     valid = [dict(r) for r in load_run_tasks(run)['rl_valid']]
@@ -146,8 +143,9 @@ def main():
     for name, path in models.items():
         if not (Path(path)/'config.json').exists(): qual[name] = {'error': f'{path}: no merged model'}; continue
         qual[name] = {}
+        model, tok = load_model(path, decode_dtype(cfg), cfg.llm.device, threads=cfg.run.threads)   # fp32 on a CPU
         for dec in decodings:
-            recs, secs = answers(path, valid, cfg, ctx, dec == 'trie')
+            recs, secs = answers(model, tok, valid, cfg, ctx, dec == 'trie')
             texts_by[(name, dec)] = [r['text'] for r in recs]
             qual[name][dec] = {**quality(recs, ctx), 'generation_seconds': round(secs, 1)}
             logger.info(f"bench_rl: {name} ({dec}): mean validation reward {qual[name][dec]['mean_reward']}")

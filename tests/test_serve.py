@@ -159,7 +159,8 @@ def test_llm_recommender_over_the_api(server, local):
     from reclm_nb.sources import load_ml100k
     from reclm_nb.split import leave_one_out
     from reclm_nb.tasks import unique_titles
-    from reclm_nb.ground import EmbeddingGrounder, load_embedder
+    from reclm_nb.ground import EmbeddingGrounder
+    from reclm_nb.embed import load_embedder
     from reclm_nb.llmrec import LLMRecommender
     data = load_ml100k().head_users(6); sp = leave_one_out(data, window=50)
     titles = unique_titles(data.items); titles = {i: titles[i] for i in sp.item_ids}

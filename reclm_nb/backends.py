@@ -4,7 +4,7 @@
 
 # %% ../nbs/11b_backends.ipynb #3532d5ee
 from __future__ import annotations
-import json, os, threading
+import json, math, os, threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -42,13 +42,14 @@ class Backend:
         "A `CatalogTrie` over `texts` in this backend's tokenizer"
         raise NotImplementedError(f'{type(self).__name__} has no tokenizer for constrained decoding; use the hf or vllm backend')
     def beam_search(self, prompt:str, trie:CatalogTrie, num_beams:int=20, length_penalty:float=1.0, banned:set|None=None,
-                    normalize:str='vocab')->list:
-        "`[(item_id, score), ...]` best first, every one a catalogue item"
+                    normalize:str='vocab', assist:dict|None=None, assist_weight:float=1.0)->list:
+        "`[(item_id, score), ...]` best first, every one a catalogue item (`assist`, `assist_weight`: D3's text-free assistant)"
         raise NotImplementedError(f'{type(self).__name__} has no constrained decoding; use the hf or vllm backend')
     def beam_search_batch(self, prompts:list, trie:CatalogTrie, num_beams:int=20, length_penalty:float=1.0, banned:list|None=None,
-                          normalize:str='vocab')->list:
+                          normalize:str='vocab', assist:list|None=None, assist_weight:float=1.0)->list:
         "`beam_search` for each prompt (backends override this to share work across prompts)"
-        return [self.beam_search(p, trie, num_beams, length_penalty, b, normalize) for p, b in zip(prompts, banned or [None]*len(prompts))]
+        return [self.beam_search(p, trie, num_beams, length_penalty, b, normalize, a, assist_weight)
+                for p, b, a in zip(prompts, banned or [None]*len(prompts), assist or [None]*len(prompts))]
     def score(self, prompt:str, candidate_texts:list, normalize:str='vocab', trie:CatalogTrie|None=None)->np.ndarray:
         "Summed log-prob of each candidate answer (+ EOS) given the prompt"
         raise NotImplementedError(f'{type(self).__name__} cannot score candidates; use the hf or vllm backend')
@@ -81,11 +82,12 @@ class HFBackend(Backend):
     def chat_prompt(self, messages):
         return chat_prompt(self.tok, messages)
     def trie(self, texts, prefix='', suffix='', **kw): return CatalogTrie(self.tok, texts, prefix, suffix, **kw)
-    def beam_search(self, prompt, trie, num_beams=20, length_penalty=1.0, banned=None, normalize='vocab'):
-        return self.beam_search_batch([prompt], trie, num_beams, length_penalty, [banned], normalize)[0]
-    def beam_search_batch(self, prompts, trie, num_beams=20, length_penalty=1.0, banned=None, normalize='vocab'):
+    def beam_search(self, prompt, trie, num_beams=20, length_penalty=1.0, banned=None, normalize='vocab', assist=None, assist_weight=1.0):
+        return self.beam_search_batch([prompt], trie, num_beams, length_penalty, [banned], normalize,
+                                      None if assist is None else [assist], assist_weight)[0]
+    def beam_search_batch(self, prompts, trie, num_beams=20, length_penalty=1.0, banned=None, normalize='vocab', assist=None, assist_weight=1.0):
         return constrained_beam_search_batch(self.model, self.tok, prompts, trie, num_beams, length_penalty=length_penalty,
-                                             banned=banned, normalize=normalize)
+                                             banned=banned, normalize=normalize, assist=assist, assist_weight=assist_weight)
     def score(self, prompt, candidate_texts, normalize='vocab', trie=None):
         return self.score_batch([prompt], [candidate_texts], normalize, trie)[0]
     def score_batch(self, prompts, candidate_texts, normalize='vocab', trie=None):
@@ -129,12 +131,15 @@ class VLLMBackend(Backend):
     def score(self, prompt, candidate_texts, normalize='vocab', trie=None):
         self._vocab_only(normalize)
         return np.array([sum(lp) for lp in self._logprobs(prompt, candidate_ids(self.tok, candidate_texts))])
-    def beam_search(self, prompt, trie, num_beams=20, length_penalty=1.0, banned=None, normalize='vocab'):
+    def beam_search(self, prompt, trie, num_beams=20, length_penalty=1.0, banned=None, normalize='vocab', assist=None, assist_weight=1.0):
         self._vocab_only(normalize)
         banned = set(banned or ())
         paths = [p for p, items in trie.paths.items() if any(i not in banned for i in items)]
         lps = self._logprobs(prompt, [list(p) for p in paths])
-        scored = sorted(((final_score(sum(lp), len(lp), length_penalty), trie.item_at(p)) for p, lp in zip(paths, lps)), key=lambda x: -x[0])
+        tot = sum(assist.values()) if assist else 1.0   # every path is scored whole, so D3's per-token terms add up to log p(item)
+        tf = lambda p: 0.0 if assist is None else (1.0 - assist_weight) * math.log(max(assist.get(trie.item_at(p), 0.0) / tot, 1e-30))
+        g = 1.0 if assist is None else assist_weight
+        scored = sorted(((final_score(g * sum(lp) + tf(p), len(lp), length_penalty), trie.item_at(p)) for p, lp in zip(paths, lps)), key=lambda x: -x[0])
         return [(item, s) for s, item in scored[:num_beams]]
 
 # %% ../nbs/11b_backends.ipynb #fca98f1c

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11a_decode.ipynb #194c27c6
 from __future__ import annotations
-import re
+import math, re
 
 import numpy as np
 import torch
@@ -45,9 +45,40 @@ def _keep_best(finished:list, num_beams:int):
     finished = sorted(finished, key=lambda x: -x[0])[:num_beams]
     return finished, (finished[-1][0] if len(finished) == num_beams else -float('inf'))
 
+# %% ../nbs/11a_decode.ipynb #98fd13d8
+_MIN_MASS = 1e-30   # floor for items the text-free distribution gives no mass (log of it is about -69)
+
+class _TextFree:
+    "Per prompt, log p_TF(t | node) from item probabilities and the trie's item sets below each node"
+    def __init__(self, trie:CatalogTrie, assist:list):
+        if not hasattr(trie, '_tf_items'):
+            order = [i for its in trie.paths.values() for i in its]
+            pos, under = {it: k for k, it in enumerate(order)}, {}
+            for path, its in trie.paths.items():
+                node, ks = trie.root, [pos[i] for i in its]
+                under.setdefault(id(node), []).extend(ks)
+                for t in path: node = node[t]; under.setdefault(id(node), []).extend(ks)
+            trie._tf_items, trie._tf_under = order, {n: np.unique(v) for n, v in under.items()}
+        self.trie, self.mass = trie, [{} for _ in assist]
+        self.p = []
+        for a in assist:
+            if isinstance(a, dict): v = np.array([float(a.get(i, 0.0)) for i in trie._tf_items])
+            else: v = np.asarray(a, dtype=np.float64)
+            if v.shape != (len(trie._tf_items),) or not np.isfinite(v).all() or (v < 0).any():
+                raise ValueError(f'assist: expected per prompt {len(trie._tf_items)} non-negative item probabilities (a dict item -> p or an array in trie order)')
+            self.p.append(v / max(v.sum(), _MIN_MASS))
+    def _m(self, u:int, node:dict)->float:
+        k = id(node)
+        if k not in self.mass[u]: self.mass[u][k] = max(float(self.p[u][self.trie._tf_under[k]].sum()), _MIN_MASS)
+        return self.mass[u][k]
+    def step(self, u:int, node:dict, t:int)->float:
+        "log p_TF of token `t` at `node` for prompt `u`"
+        return math.log(self._m(u, node[t])) - math.log(self._m(u, node))
+
 # %% ../nbs/11a_decode.ipynb #7c27e282
-def _beam_vocab(tc, trie, B, num_beams, limit, length_penalty, banned):
+def _beam_vocab(tc, trie, B, num_beams, limit, length_penalty, banned, assist=None, weight:float=1.0):
     finished = [[] for _ in range(B)]
+    tf = _TextFree(trie, assist) if assist is not None else None
     logp = tc.last.log_softmax(-1)[:, None]              # (prompts, beams, vocab)
     beams = [[(0.0, trie.root, (), -1)] for _ in range(B)]   # per prompt: (summed log-prob, trie node, path, slot)
     for step in range(limit):
@@ -56,6 +87,8 @@ def _beam_vocab(tc, trie, B, num_beams, limit, length_penalty, banned):
             pairs = [(j, t) for j, b in enumerate(beams[u]) for t in b[1]]
             if not pairs: continue
             lps = logp[u, [j for j, _ in pairs], [t for _, t in pairs]].double().cpu().tolist()
+            if tf is not None:   # D3: g log p_LLM + (1 - g) log p_TF, p_TF(t) = mass under prefix + t / mass under prefix
+                lps = [weight * lp + (1.0 - weight) * tf.step(u, beams[u][j][1], t) for (j, t), lp in zip(pairs, lps)]
             cands = [(beams[u][j][0] + lp, j, t) for (j, t), lp in zip(pairs, lps)]
             for total, j, t in cands:                    # each EOS expansion is one finished, distinct item
                 if t == trie.eos_id:
@@ -125,16 +158,22 @@ def constrained_beam_search_batch(model, tok,
                                   length_penalty:float=1.0,     # 0: summed log-prob (D3); 1: mean log-prob per token
                                   banned:list|None=None,        # per prompt, item ids never returned (e.g. the history)
                                   normalize:str='vocab',        # 'vocab': the model's probabilities; 'trie': renormalised over the trie
+                                  assist:list|None=None,        # D3: per prompt, a text-free model's item probabilities (dict item -> p)
+                                  assist_weight:float=1.0,      # D3's g: score = g log p_LLM + (1 - g) log p_TF (1: no assistant)
                                  )->list:
     "Per prompt, `[(item_id, score), ...]` best first: a beam search restricted to the catalogue trie, all prompts in shared forward passes"
     check_normalize(normalize, length_penalty)
+    if assist is not None:
+        if normalize != 'vocab': raise ValueError("assist (D3's text-free assistant) works with normalize='vocab' only")
+        if len(assist) != len(prompts): raise ValueError(f'assist has {len(assist)} entries for {len(prompts)} prompts')
+        if not 0.0 <= assist_weight <= 1.0: raise ValueError(f'assist_weight {assist_weight}: expected g in [0, 1]')
     if not prompts: return []
     B = len(prompts)
     banned = [set(b or ()) for b in (banned or [()]*B)]
     if len(banned) != B: raise ValueError(f'banned has {len(banned)} entries for {B} prompts')
     limit = min(max_new_tokens or trie.max_len, trie.max_len)
     tc = TreeCache(model, tok, [prompt_ids(tok, p) for p in prompts])
-    fin = (_beam_vocab(tc, trie, B, num_beams, limit, length_penalty, banned) if normalize == 'vocab'
+    fin = (_beam_vocab(tc, trie, B, num_beams, limit, length_penalty, banned, assist, assist_weight) if normalize == 'vocab'
            else _beam_trie(tc, trie, B, num_beams, limit, banned))
     return [[(item, score) for score, item in f] for f in fin]
 

@@ -212,11 +212,11 @@ class EvalCfg:
     max_users: int|None = None     # evaluate a seeded subset of users (recorded in the protocol)
     seed: int = 0
     llm_models: list[str] = field(default_factory=list)  # LLM recommenders: 'zero-shot' (llm.model), 'sft' (the run's model), 'ppo'/'grpo' (the rl stage's), or model specs
-    llm_methods: list[str] = field(default_factory=lambda: ['beam', 'ground', 'ground+cf'])  # beam | beam-trie | ground | ground+pop | ground+cf | list (RecLM-gen's test tasks) | lcrec (LC-Rec's)
+    llm_methods: list[str] = field(default_factory=lambda: ['beam', 'ground', 'ground+cf'])  # beam | beam-trie | beam+tf (D3) | ground | ground+pop | ground+cf | list (RecLM-gen's test tasks) | lcrec (LC-Rec's)
     llm_users: int|None = 64       # seeded test users for the LLM comparison (None: all; cf models re-evaluated on the same users)
     gamma_users: int = 64          # validation users for choosing the grounding prior's gamma
     gammas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
-    prior_model: str = 'sasrec'    # cf model behind 'ground+cf'
+    prior_model: str = 'sasrec'    # cf model behind 'ground+cf' and D3's text-free assistant ('beam+tf')
     backend: Literal['hf', 'vllm', 'api'] = 'hf'  # where the LLM runs (api: OPENAI_BASE_URL / OPENAI_API_KEY)
     num_beams: int = 20            # constrained beam width
     length_penalty: float = 0.0    # beam score = sum log-prob / length**length_penalty (0: D3's choice)
@@ -225,6 +225,7 @@ class EvalCfg:
     llm_batch_size: int = 8        # prompts per generation batch
     dtype: Literal['auto', 'bf16', 'fp16', 'fp32'] = 'auto'  # decoding precision; auto: fp32 on a CPU (exact: batched = one user), bf16 on a GPU
     list_max_new_tokens: int = 160 # greedy list generation ('list' method: RecLM-gen's test tasks) length
+    tf_weights: list[float] = field(default_factory=lambda: [1.0, 0.9, 0.7, 0.5, 0.3])  # D3's g tried on validation for 'beam+tf' (1: no assistant)
     lcrec_ban_history: bool = True # 'lcrec' beams never name a history item (our protocol masks the history; LC-Rec's does not)
 
 @dataclass
@@ -444,7 +445,7 @@ RECIPES = {
               'rl': {'algos': ['ppo', 'grpo'], 'max_steps': 2, 'batch_size': 4, 'max_new_tokens': 16, 'eval_steps': 1, 'eval_examples': 4,
                      'save_steps': 1, 'num_generations': 2, 'lr': 1e-4},
               'eval': {'ks': [5, 10, 20], 'llm_models': ['zero-shot', 'sft', 'ppo', 'grpo'],
-                       'llm_methods': ['beam', 'beam-trie', 'ground', 'ground+pop', 'ground+cf', 'list', 'lcrec'],
+                       'llm_methods': ['beam', 'beam-trie', 'beam+tf', 'ground', 'ground+pop', 'ground+cf', 'list', 'lcrec'], 'tf_weights': [1.0, 0.5],
                        'llm_users': 8, 'gamma_users': 8, 'num_beams': 10, 'max_new_tokens': 8, 'list_max_new_tokens': 16}},
     'quick': {'run': {'name': 'quick', 'threads': 2, 'stages': _STAGES_ALL}, 'data': {'source': 'ml-100k'},
               'split': {'kind': 'loo', 'window': 50},

@@ -245,12 +245,15 @@ def _llm_section(path:Path)->list:
            f"`{info['backend']}` backend in {info['dtype']}, evaluated on {users} test users (the LLM comparison table; the "
            "collaborative models are re-evaluated on the same users). `zero-shot` is the model as shipped, `sft` the run's "
            "fine-tuned model. `beam`: constrained beam search over the catalogue (the model's log-probs); `beam-trie`: the same, "
-           "ranking items by their probability under the catalogue trie; `ground`: greedy generation grounded by embedding distance; "
+           "ranking items by their probability under the catalogue trie; `beam+tf`: D3's beam, each step adding a CF model's next-token probability (g log p_LLM + (1-g) log p_TF); `ground`: greedy generation grounded by embedding distance; "
            "`+cf`/`+pop`: grounding re-weighted by a prior. validity: share of answers that named a real item. s/user includes "
            "the generation time of the test records a method ranks from (shared records are charged to every method that uses them; the validation records gamma is tuned on are not counted).", '']
     for label, g in info.get('gamma', {}).items():
         tried = ', '.join(f"{r['gamma']:g}: {r['NDCG@10']:.4f}" for r in g['by_gamma'])
         out += [f"- `{label}`: gamma = {g['gamma']:g}, chosen by NDCG@10 on {g['valid_users']} validation users (gamma: NDCG@10 = {tried})"]
+    for label, g in info.get('d3', {}).items():
+        tried = ', '.join(f"{r['g']:g}: {r['NDCG@10']:.4f}" for r in g['by_g'])
+        out += [f"- `{label}` (D3, text-free assistant `{g['assistant']}`): g = {g['g']:g}, chosen by NDCG@10 on {g['valid_users']} validation users (g: NDCG@10 = {tried})"]
     return out + ['']
 
 def _table_section(results:pd.DataFrame, part:str, protocol:str, notes:dict)->list:
@@ -399,7 +402,12 @@ def evaluate_llms(cfg, run:RunDir, sp:Split, models:dict, add)->dict:
             trie = kind.endswith('-trie')
             rec = LLMRecommender(None, titles, 'ground' if kind == 'text' else 'beam', grounder, prior, num_beams=meta['num_beams'] or e.num_beams,
                                  normalize='trie' if trie else 'vocab', length_penalty=0.0 if trie else e.length_penalty,
-                                 history_len=meta['history_len'], system_prompt=meta['system_prompt'], name=label, progress=False, records=records)
+                                 history_len=meta['history_len'], system_prompt=meta['system_prompt'], name=label, progress=False, records=records,
+                                 assistant=models.get(e.prior_model) if kind == 'beam-tf' else None)
+            if kind == 'beam-tf':   # D3: g chosen on the validation beams the generate stage made for every g
+                rec.fit_assist_weight(sp, 'valid', meta['gamma_users'], tuple(meta['tf_weights']), 10, e.seed)
+                info.setdefault('d3', {})[label] = {'g': rec.assist_weight, 'assistant': e.prior_model, 'valid_users': meta['gamma_users'],
+                                                    'by_g': rec.assist_table.round(5).to_dict(orient='records')}
             if prior is not None:
                 if prior == 'pop': rec.fit(sp)
                 rec.fit_gamma(sp, 'valid', e.gamma_users, tuple(e.gammas), 10, e.seed)

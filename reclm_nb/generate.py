@@ -18,16 +18,17 @@ from .llm import resolve_model, resolve_dtype
 from .backends import load_backend
 from .llmrec import LLMRecommender
 from .index import load_run_index
+from .cf import load_run_models
 
 # %% auto #0
 __all__ = ['LLM_METHODS', 'RUN_MODELS', 'LIST_TASK_PREFIXES', 'API_PREFIX', 'GENERAL_SUFFIX', 'is_list_task', 'generation_kinds',
            'method_kind', 'entry_backend', 'entry_kinds', 'model_label', 'check_generate', 'requests_for',
            'Generations', 'model_spec', 'model_inputs', 'generate_writes', 'decode_dtype', 'generation_requests',
            'list_style', 'list_messages', 'list_key', 'list_examples', 'generate_lists', 'lcrec_examples', 'lcrec_key',
-           'generate_lcrec', 'generate_stage']
+           'generate_lcrec', 'generate_d3', 'generate_stage']
 
 # %% ../nbs/12b_generate.ipynb #23995590
-LLM_METHODS = ('beam', 'beam-trie', 'ground', 'ground+pop', 'ground+cf', 'list', 'lcrec')
+LLM_METHODS = ('beam', 'beam-trie', 'beam+tf', 'ground', 'ground+pop', 'ground+cf', 'list', 'lcrec')
 RUN_MODELS = ('sft', 'ppo', 'grpo')   # `eval.llm_models` entries trained by the run itself
 LIST_TASK_PREFIXES = ('seqrec_', 'control+_', 'control-_', 'rate_', 'item_count_', 'seqranking_')
 
@@ -43,12 +44,14 @@ def generation_kinds(cfg)->list:
     ranking = [x for x in m if x not in ('list', 'lcrec')]
     if not ranking: return lists
     if cfg.split.candidates != 'full': return ['score'] + ['score-trie'] * ('beam-trie' in m) + lists
-    return [k for k, want in (('beam', 'beam' in m), ('beam-trie', 'beam-trie' in m), ('text', any(x.startswith('ground') for x in m))) if want] + lists
+    return [k for k, want in (('beam', 'beam' in m), ('beam-trie', 'beam-trie' in m), ('beam-tf', 'beam+tf' in m),
+                              ('text', any(x.startswith('ground') for x in m))) if want] + lists
 
 def method_kind(method:str, candidates:str)->str:
     "The record kind an evaluation method reads"
     if method == 'list': return 'list'
     if candidates != 'full': return 'score-trie' if method == 'beam-trie' else 'score'
+    if method == 'beam+tf': return 'beam-tf'
     return 'text' if method.startswith('ground') else method
 
 API_PREFIX = 'api:'   # an `eval.llm_models` entry 'api:NAME' is the model NAME behind OPENAI_BASE_URL, whatever `eval.backend` is
@@ -74,6 +77,11 @@ def check_generate(cfg):
     if bad: raise ConfigError(f'eval.llm_methods: unknown {bad}; expected some of {list(LLM_METHODS)}')
     if 'ground+cf' in e.llm_methods and e.prior_model not in cfg.cf.models:
         raise ConfigError(f'eval.prior_model = {e.prior_model!r}: not one of cf.models {list(cfg.cf.models)} (the prior of ground+cf)')
+    if 'beam+tf' in e.llm_methods:
+        if e.prior_model not in cfg.cf.models:
+            raise ConfigError(f'eval.prior_model = {e.prior_model!r}: not one of cf.models {list(cfg.cf.models)} (the text-free assistant of beam+tf)')
+        if cfg.split.candidates != 'full': raise ConfigError(f"eval.llm_methods: beam+tf (D3's text-free assistant) decodes over the whole catalogue; split.candidates = {cfg.split.candidates!r}, expected full")
+        if not e.tf_weights or any(not 0 <= g <= 1 for g in e.tf_weights): raise ConfigError(f'eval.tf_weights = {e.tf_weights}: expected values of g in [0, 1]')
     for k in ('num_beams', 'max_new_tokens', 'llm_batch_size', 'gamma_users'):
         if getattr(e, k) < 1: raise ConfigError(f'eval.{k} = {getattr(e, k)}: expected >= 1')
     if e.llm_users is not None and e.llm_users < 1: raise ConfigError(f'eval.llm_users = {e.llm_users}: expected >= 1 or null (all users)')
@@ -202,13 +210,13 @@ def decode_dtype(cfg)->str:
     if cfg.eval.dtype != 'auto': return cfg.eval.dtype
     return 'fp32' if pick_device(cfg.llm.device) == 'cpu' else 'auto'
 
-def _recommender(cfg, backend, titles:dict, kind:str, records:dict)->LLMRecommender:
+def _recommender(cfg, backend, titles:dict, kind:str, records:dict, assistant=None)->LLMRecommender:
     e = cfg.eval
     trie = kind.endswith('-trie')
     return LLMRecommender(backend, titles, 'ground' if kind == 'text' else 'beam', num_beams=max(e.num_beams, max(e.ks)),
                           normalize='trie' if trie else 'vocab', length_penalty=0.0 if trie else e.length_penalty,
                           history_len=cfg.tasks.history_len, system_prompt=cfg.llm.system_prompt, max_new_tokens=e.max_new_tokens,
-                          batch_size=e.llm_batch_size, name=kind, records=records)
+                          batch_size=e.llm_batch_size, name=kind, records=records, assistant=assistant)
 
 def _meta(cfg, run:RunDir, which:str, spec:str, kind:str)->dict:
     e, be = cfg.eval, entry_backend(cfg, which)
@@ -225,7 +233,9 @@ def _meta(cfg, run:RunDir, which:str, spec:str, kind:str)->dict:
                 'batch_size': e.llm_batch_size, 'device': pick_device(cfg.llm.device) if be == 'hf' else None, 'version': LIBRARY_VERSION}
     return {'model': which, 'spec': spec, 'model_fingerprint': model_fp, 'kind': kind, 'backend': be, 'dtype': dtype,
             'num_beams': max(e.num_beams, max(e.ks)) if kind.startswith('beam') else None,
-            'length_penalty': e.length_penalty if kind == 'beam' else None, 'max_new_tokens': e.max_new_tokens if kind == 'text' else None,
+            'length_penalty': e.length_penalty if kind in ('beam', 'beam-tf') else None, 'max_new_tokens': e.max_new_tokens if kind == 'text' else None,
+            **({'assistant': e.prior_model, 'assistant_fingerprint': run.fingerprint('cf'), 'tf_weights': list(e.tf_weights),
+                'gamma_users': e.gamma_users} if kind == 'beam-tf' else {}),
             'history_len': cfg.tasks.history_len, 'system_prompt': cfg.llm.system_prompt, 'split': run.fingerprint('split'),
             'batch_size': e.llm_batch_size, 'device': pick_device(cfg.llm.device) if be == 'hf' else None,
             'data': run.fingerprint('data'), 'version': LIBRARY_VERSION}
@@ -321,6 +331,21 @@ def generate_lcrec(cfg, run:RunDir, which:str, gen:Generations, get_backend)->in
                      'ranked': [i for i, _ in r], 'scores': [float(v) for _, v in r], 'seconds': sec, 'part': 'test'} for x, r in zip(chunk, out)])
     return len(gen) - before
 
+# %% ../nbs/12b_generate.ipynb #4db2ff65
+def generate_d3(cfg, run:RunDir, sp:Split, titles:dict, gen:Generations, get_backend)->int:
+    "Beams with D3's text-free assistant: every g of `eval.tf_weights` on validation users, then the chosen g on the test users"
+    e, before = cfg.eval, len(gen)
+    prior = load_run_models(run, [e.prior_model])[e.prior_model]
+    class _Lazy:   # the backend is loaded only if a record is missing
+        def __getattr__(self, name): return getattr(get_backend(), name)
+    rec = _recommender(cfg, _Lazy(), titles, 'beam-tf', dict(gen.records), assistant=prior)
+    rec.fit_assist_weight(sp, 'valid', e.gamma_users, tuple(e.tf_weights), 10, e.seed)
+    gen.append([dict(r, part='valid') for k, r in rec.records.items() if k not in gen.records])
+    rq = requests_for(sp, e.splits[-1], e.llm_users, e.seed)
+    rec.generate('beam', rq['histories'], rq['users'], rq['exclude'], None, max(e.ks))
+    gen.append([dict(r, part=e.splits[-1]) for k, r in rec.records.items() if k not in gen.records])
+    return len(gen) - before
+
 # %% ../nbs/12b_generate.ipynb #d3f51f68
 def generate_stage(cfg, run:RunDir)->dict:
     "Generate (or find already generated) every record the evaluation of `cfg` needs, for every `eval.llm_models` entry"
@@ -344,7 +369,8 @@ def generate_stage(cfg, run:RunDir)->dict:
             before = len(gen)
             if kind == 'list': generate_lists(cfg, run, which, gen, get_backend)
             if kind == 'lcrec': generate_lcrec(cfg, run, which, gen, get_backend)
-            for part, rq in generation_requests(cfg, sp, kind) if kind not in ('list', 'lcrec') else []:
+            if kind == 'beam-tf': generate_d3(cfg, run, sp, titles, gen, get_backend)
+            for part, rq in generation_requests(cfg, sp, kind) if kind not in ('list', 'lcrec', 'beam-tf') else []:
                 probe = _recommender(cfg, None, titles, kind, gen.records)
                 base = kind.removesuffix('-trie')                        # the answer kind; '-trie' is its normalisation
                 keys = [probe.request_key(base, u, h, x, None if rq['candidates'] is None else rq['candidates'][i])

@@ -8,10 +8,12 @@ import json, time
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 from fastcore.basics import patch
 
 from .core import logger, progress
 from .split import Split, seeded_subset
+from .metrics import rank_metrics
 from .cf import Recommender
 from .stages import json_hash
 from .tasks import BIGREC_TEMPLATES, render_titles
@@ -57,6 +59,8 @@ class LLMRecommender(Recommender):
                  name:str|None=None,
                  progress:bool=True,
                  records:dict|None=None,         # request key -> generation record, shared with others (default: a new dict)
+                 assistant=None,                 # for 'beam': D3's text-free assistant, a cf `Recommender` whose softmax guides the beam
+                 assist_weight:float=1.0,        # D3's g: step score g log p_LLM + (1 - g) log p_TF (see `fit_assist_weight`)
                 ):
         if method not in METHODS: raise ValueError(f'method {method!r}: expected one of {METHODS}')
         if not titles: raise ValueError('LLMRecommender: the catalogue (titles) is empty')
@@ -72,6 +76,8 @@ class LLMRecommender(Recommender):
         self.records = {} if records is None else records
         self.counts, self.reused_seconds = Counter(), 0.0
         self.resolver = TitleResolver(self.titles) if method == 'ground' else None
+        if assistant is not None and (method != 'beam' or normalize != 'vocab'): raise ValueError("a text-free assistant applies to method 'beam' with normalize 'vocab'")
+        self.assistant, self.assist_weight, self.assist_table = assistant, float(assist_weight), None
 
     @property
     def name(self)->str: return self._name or f'llm-{self.method}' + ('-trie' if self.normalize == 'trie' else '')
@@ -96,8 +102,10 @@ def kind_of(self:LLMRecommender, with_candidates:bool=False)->str:
 def request_key(self:LLMRecommender, kind:str, user, history:list, exclude:list=(), candidates:list|None=None)->str:
     "The key of one request's generation record"
     norm = self.normalize if kind != 'text' else 'vocab'
-    return json_hash([kind, norm, None if user is None else str(user), self.messages(history),
-                      sorted(map(str, exclude or ())), None if candidates is None else [str(c) for c in candidates]])
+    key = [kind, norm, None if user is None else str(user), self.messages(history),
+           sorted(map(str, exclude or ())), None if candidates is None else [str(c) for c in candidates]]
+    if kind == 'beam' and self.assistant is not None and self.assist_weight < 1.0: key.append(['tf', self.assistant.name, round(self.assist_weight, 6)])
+    return json_hash(key)
 
 @patch
 def _live(self:LLMRecommender)->Backend:
@@ -112,11 +120,13 @@ def _batches(self:LLMRecommender, prompts:list)->list:
     return [order[lo:lo + self.batch_size] for lo in range(0, len(order), self.batch_size)]
 
 @patch
-def _answer(self:LLMRecommender, kind:str, prompts:list, exclude:list, candidates:list|None, width:int)->list:
+def _answer(self:LLMRecommender, kind:str, prompts:list, exclude:list, candidates:list|None, width:int, histories:list|None=None, users:list|None=None)->list:
     "The backend's answers to a batch of prompts, as record fields"
     b = self._live()
     if kind == 'beam':
-        res = b.beam_search_batch([b.chat_prompt(json.loads(p)) for p in prompts], self.trie, width, self.length_penalty, banned=[set(map(str, e)) for e in exclude], normalize=self.normalize)
+        assist = self.assist_distributions(histories, users) if self.assistant is not None and self.assist_weight < 1.0 else None
+        res = b.beam_search_batch([b.chat_prompt(json.loads(p)) for p in prompts], self.trie, width, self.length_penalty, banned=[set(map(str, e)) for e in exclude],
+                                  normalize=self.normalize, assist=assist, assist_weight=self.assist_weight)
         return [{'beams': [[str(i), float(s)] for i, s in r]} for r in res]
     if kind == 'text': return [{'text': t} for t in b.chat([json.loads(p) for p in prompts], max_new_tokens=self.max_new_tokens)]
     trie = self.trie if self.normalize == 'trie' else None   # the catalogue: a candidate's score does not depend on the others
@@ -149,7 +159,7 @@ def generate(self:LLMRecommender, kind:str,   # 'beam', 'text' or 'score'
         idx = [todo[j] for j in idx]
         t0 = time.time()
         outs = self._answer(kind, [prompts[i] for i in idx], [exclude[i] for i in idx], None if candidates is None else [candidates[i] for i in idx],
-                            max(self.num_beams, k))
+                            max(self.num_beams, k), [histories[i] for i in idx], [users[i] for i in idx])
         cost = (time.time() - t0) / len(idx)
         for i, o in zip(idx, outs):
             self.records[keys[i]] = {'key': keys[i], 'kind': kind, 'user': users[i], 'history': [str(x) for x in histories[i][-self.history_len:]],
@@ -239,3 +249,33 @@ def fit_gamma(self:LLMRecommender, split:Split, part:str='valid', max_users:int|
     self.gamma, self.gamma_table = float(best), table
     logger.info(f'{self.name}: gamma={best} chosen on {len(es)} {part} users by NDCG@{k}')
     return self.gamma
+
+@patch
+def assist_distributions(self:LLMRecommender, histories:list, users:list|None=None)->list:
+    "Per user, the assistant's softmax over the catalogue, `{item_id: p}` (D3's text-free distribution)"
+    rec = self.assistant
+    s = np.asarray(rec.score(rec.to_indices(histories), users), dtype=np.float64)
+    cols = np.array([rec.item_index.get(i, -1) for i in self.item_ids])
+    s = np.where(cols[None] >= 0, s[:, np.maximum(cols, 0)], -np.inf)
+    s = s - s.max(1, keepdims=True); p = np.exp(s); p /= p.sum(1, keepdims=True)
+    return [dict(zip(self.item_ids, row.tolist())) for row in p]
+
+@patch
+def fit_assist_weight(self:LLMRecommender, split:Split, part:str='valid', max_users:int|None=64, weights:tuple=(1.0, 0.9, 0.7, 0.5, 0.3),
+                      k:int=10, seed:int=0)->float:
+    "Choose D3's g by NDCG@k on a seeded subset of `part` (one beam search per g; recorded in `assist_table`); sets and returns it"
+    if self.assistant is None: raise ValueError('fit_assist_weight needs a text-free assistant (assistant=...)')
+    es = split.part(part)
+    es = es.subset(seeded_subset(len(es), max_users, seed))
+    hist, idx, rows = es.windowed(split.window), self.item_index, []
+    for g in weights:
+        self.assist_weight = float(g)
+        ranked = self.recommend(hist, k, exclude=es.histories, users=es.users)
+        r = np.full((len(ranked), k), -1, dtype=np.int64)
+        for n, l in enumerate(ranked): r[n, :len(l)] = [idx[i] for i in l[:k]]
+        m = rank_metrics(r, [[idx[t] for t in ts] for ts in es.targets], [k])
+        rows.append({'g': float(g), f'NDCG@{k}': float(m[f'NDCG@{k}'].mean()), f'HR@{k}': float(m[f'HR@{k}'].mean())})
+    self.assist_table = pd.DataFrame(rows)
+    self.assist_weight = float(self.assist_table.sort_values([f'NDCG@{k}', 'g'], ascending=[False, False]).g.iloc[0])
+    logger.info(f'{self.name}: D3 g={self.assist_weight} chosen on {len(es)} {part} users by NDCG@{k}')
+    return self.assist_weight

@@ -56,6 +56,7 @@ def _evaluates_llms(cfg)->bool: return bool(cfg.eval.llm_models)
 def _evaluates_rl(cfg)->bool: return any(m in cfg.eval.llm_models for m in ('ppo', 'grpo'))
 def _generates_lists(cfg)->bool: return 'list' in cfg.eval.llm_methods and bool(cfg.eval.llm_models)
 def _reads_tasks(cfg)->bool: return bool(cfg.eval.llm_models) and any(m in cfg.eval.llm_methods for m in ('list', 'lcrec'))
+def _uses_assistant(cfg)->bool: return 'beam+tf' in cfg.eval.llm_methods and bool(cfg.eval.llm_models)
 def _evaluates_lcrec(cfg)->bool: return 'lcrec' in cfg.eval.llm_methods and bool(cfg.eval.llm_models)
 def _index_reads_split(cfg)->bool: return cfg.index.kind == 'sequential'
 def _tasks_use_index(cfg)->bool:
@@ -65,7 +66,7 @@ def _tasks_use_index(cfg)->bool:
 
 _GEN_READS = ('llm', 'tasks.history_len', 'split.candidates') + tuple(f'eval.{k}' for k in (
     'llm_models', 'llm_methods', 'llm_users', 'gamma_users', 'seed', 'backend', 'num_beams', 'length_penalty', 'max_new_tokens', 'llm_batch_size',
-    'dtype', 'ks', 'splits', 'list_max_new_tokens', 'lcrec_ban_history'))
+    'dtype', 'ks', 'splits', 'list_max_new_tokens', 'lcrec_ban_history', 'prior_model', 'tf_weights'))
 
 STAGES = {s.name: s for s in [
     Stage('data', '02a_sources.ipynb', 'reclm_nb.sources:data_stage', ('data',),
@@ -86,8 +87,8 @@ STAGES = {s.name: s for s in [
     Stage('rl', '13b_rl_stage.ipynb', 'reclm_nb.rl_stage:rl_stage', ('rl', 'llm', 'tasks.teacher'), ('data', 'split', 'cf', 'tasks', 'sft'),
           when={'cf': _teacher_is_cf}, writes='reclm_nb.rl_stage:rl_writes', check='reclm_nb.rl_stage:check_rl',
           doc='reinforcement learning from the SFT model: PPO (ours) and GRPO (trl)'),
-    Stage('generate', '12b_generate.ipynb', 'reclm_nb.generate:generate_stage', _GEN_READS, ('data', 'split', 'index', 'tasks', 'sft', 'rl'),
-          when={'index': _evaluates_lcrec, 'tasks': _reads_tasks, 'sft': _evaluates_sft, 'rl': _evaluates_rl}, writes='reclm_nb.generate:generate_writes', check='reclm_nb.generate:check_generate',
+    Stage('generate', '12b_generate.ipynb', 'reclm_nb.generate:generate_stage', _GEN_READS, ('data', 'split', 'cf', 'index', 'tasks', 'sft', 'rl'),
+          when={'cf': _uses_assistant, 'index': _evaluates_lcrec, 'tasks': _reads_tasks, 'sft': _evaluates_sft, 'rl': _evaluates_rl}, writes='reclm_nb.generate:generate_writes', check='reclm_nb.generate:check_generate',
           inputs='reclm_nb.generate:model_inputs', doc='LLM outputs per model, method and user (beams, texts, candidate scores)'),
     Stage('evaluate', '15_evaluate.ipynb', 'reclm_nb.evaluate:evaluate_stage', ('eval', 'cf.models', 'split.candidates', 'tasks.history_len', 'tasks.test_users'),
           ('data', 'split', 'cf', 'index', 'tasks', 'generate'), when={'index': _evaluates_lcrec, 'tasks': _reads_tasks, 'generate': _evaluates_llms},

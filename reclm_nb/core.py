@@ -248,6 +248,11 @@ class TasksCfg:
     rl_epochs: int = 2             # RL episodes to draw (RecLM-gen: 2)
     chat_file: str|None = None     # general-chat JSONL (one conversation of {role, content} messages per line) mixed into SFT
     chat_ratio: float = 0.5        # chat examples per epoch, as a fraction of the other training examples (RecLM-gen: 0.5)
+    text_model: str|None = None    # LC-Rec itemsearch / preferenceobtain: the model that writes each user's preference and query
+                                   # ('llm' = llm.model, a model spec, or an API model name with text_backend api); None: those tasks are skipped
+    text_backend: Literal['hf', 'vllm', 'api'] = 'hf'
+    text_users: int|None = 64      # training users it writes for (a seeded subset; None: all)
+    text_max_new_tokens: int = 64
 
 @dataclass
 class LLMCfg:
@@ -435,7 +440,8 @@ RECIPES = {
                                                    'biasmf': {'epochs': 2}, 'lightgcn': {'epochs': 2, 'n_layers': 2},
                                                    'ncf': {'epochs': 2, 'd': 16, 'mlp': [16, 8]}}},
               'tasks': {'train': {'seqrec': 1.0, 'bigrec_title': 0.2, 'control': 16, 'category_rate': 8, 'control_re': 8,
-                                  'lcrec_seqrec': 16, 'lcrec_item2index': 8, 'lcrec_index2item': 8, 'lcrec_fusionseqrec': 8}, 'valid_users': 16,
+                                  'lcrec_seqrec': 16, 'lcrec_item2index': 8, 'lcrec_index2item': 8, 'lcrec_fusionseqrec': 8,
+                                  'lcrec_itemsearch': 4, 'lcrec_preferenceobtain': 4}, 'text_model': 'llm', 'text_users': 8, 'valid_users': 16,
                         'test': ['seqrec_test', 'control+_test', 'control-_test', 'rate_lp20_test', 'rate_ep30_test', 'rate_mp30_test',
                                  'item_count_test', 'seqranking_test', 'lcrec_seqrec_test'], 'test_users': 4,
                         'rl_train': {'rl_seqrec': 4, 'rl_control+': 2, 'rl_control-': 2, 'rl_rate_lp': 2, 'rl_rate_mp': 2, 'rl_rate_ep': 2},

@@ -58,6 +58,9 @@ def _generates_lists(cfg)->bool: return 'list' in cfg.eval.llm_methods and bool(
 def _reads_tasks(cfg)->bool: return bool(cfg.eval.llm_models) and any(m in cfg.eval.llm_methods for m in ('list', 'lcrec'))
 def _uses_assistant(cfg)->bool: return 'beam+tf' in cfg.eval.llm_methods and bool(cfg.eval.llm_models)
 def _evaluates_lcrec(cfg)->bool: return 'lcrec' in cfg.eval.llm_methods and bool(cfg.eval.llm_models)
+def _tasks_use_texts(cfg)->bool:
+    "Do the run's training tasks read LLM-written user texts (LC-Rec's itemsearch / preferenceobtain, with tasks.text_model set)?"
+    return cfg.tasks.text_model is not None and any(t in cfg.tasks.train for t in ('lcrec_itemsearch', 'lcrec_preferenceobtain'))
 def _index_reads_split(cfg)->bool: return cfg.index.kind == 'sequential'
 def _tasks_use_index(cfg)->bool:
     "Do the run's tasks name items by the index stage's IDs (LC-Rec's tasks, `lcrec_*`)?"
@@ -79,8 +82,12 @@ STAGES = {s.name: s for s in [
     Stage('index', '09b_index_stage.ipynb', 'reclm_nb.index_stage:index_stage', ('index',), ('data', 'split'), when={'split': _index_reads_split},
           writes='reclm_nb.index_stage:index_writes', check='reclm_nb.index_stage:check_index', inputs='reclm_nb.index_stage:index_inputs',
           doc='item indexes: semantic IDs (RQ-VAE + Sinkhorn), OpenP5 numbers, titles'),
-    Stage('tasks', '08b_tasks_stage.ipynb', 'reclm_nb.tasks_stage:tasks_stage', ('tasks', 'llm.system_prompt', 'llm.model'), ('data', 'split', 'cf', 'index'),
-          when={'cf': _teacher_is_cf, 'index': _tasks_use_index}, writes=('*/data-*.arrow', 'info.json', 'titles.json', 'new_tokens.json'), check='reclm_nb.tasks_stage:check_tasks',
+    Stage('texts', '12e_user_texts.ipynb', 'reclm_nb.user_texts:user_texts_stage',
+          ('tasks.text_model', 'tasks.text_backend', 'tasks.text_users', 'tasks.text_max_new_tokens', 'tasks.history_len', 'llm.model', 'eval.llm_batch_size'),
+          ('data', 'split'), writes=('user_texts.jsonl', 'user_texts.meta.json'), check='reclm_nb.user_texts:check_user_texts',
+          inputs='reclm_nb.user_texts:user_texts_inputs', doc="LLM-written user preferences and queries (LC-Rec's itemsearch, preferenceobtain)"),
+    Stage('tasks', '08b_tasks_stage.ipynb', 'reclm_nb.tasks_stage:tasks_stage', ('tasks', 'llm.system_prompt', 'llm.model'), ('data', 'split', 'cf', 'index', 'texts'),
+          when={'cf': _teacher_is_cf, 'index': _tasks_use_index, 'texts': _tasks_use_texts}, writes=('*/data-*.arrow', 'info.json', 'titles.json', 'new_tokens.json'), check='reclm_nb.tasks_stage:check_tasks',
           doc='prompt tasks: training epochs, validation and test prompts'),
     Stage('sft', '10_sft.ipynb', 'reclm_nb.sft:sft_stage', ('llm', 'sft'), ('tasks',), writes=('model/*', 'adapter/*'),
           check='reclm_nb.sft:check_sft', doc='supervised fine-tuning of the LLM'),

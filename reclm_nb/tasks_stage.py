@@ -4,13 +4,13 @@
 
 # %% ../nbs/08b_tasks_stage.ipynb #98fc6d3d
 from __future__ import annotations
-import re, shutil
+import json, re, shutil
 from pathlib import Path
 
 import pandas as pd
 
 from .core import logger, save_json, ConfigError
-from .stages import RunDir, _tasks_use_index
+from .stages import RunDir, _tasks_use_index, _tasks_use_texts
 from .data import load_run_data
 from .split import Split, load_run_split
 from .cf import Recommender
@@ -23,7 +23,7 @@ from . import tasks as _tasks, lcrec_tasks as _lcrec_tasks
 TASK_MODULES = (_tasks, _lcrec_tasks)   # the modules whose definitions fill the registry `TASKS`
 
 # %% auto #0
-__all__ = ['TASK_MODULES', 'check_tasks', 'run_titles', 'index_tokens', 'tasks_stage']
+__all__ = ['TASK_MODULES', 'check_tasks', 'run_titles', 'index_tokens', 'load_run_texts', 'tasks_stage']
 
 # %% ../nbs/08b_tasks_stage.ipynb #94be26b7
 def _selection(limit:int|None, n:int, total:int)->str:
@@ -72,6 +72,16 @@ def index_tokens(index:dict)->list:
     toks = {t for v in index.values() for t in _ID_TOKEN.findall(v)}
     return sorted(toks, key=lambda t: (t[1], int(t[3:-1])))
 
+def load_run_texts(run:RunDir|str|Path)->dict:
+    "`{user: {'preference', 'query'}}` the texts stage wrote (the stage itself lives in `12e_user_texts`, after the backends)"
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    p = run.root/'texts'/'user_texts.jsonl'
+    if not p.exists(): raise FileNotFoundError(f'{p}: missing; the texts stage must run before the tasks (tasks.text_model is set)')
+    out = {}
+    for line in p.read_text().splitlines():
+        if line.strip(): r = json.loads(line); out[r['user_id']] = {'preference': r['preference'], 'query': r['query']}
+    return out
+
 def tasks_stage(cfg, run:RunDir)->dict:
     "Draw the training epochs, the RL prompts and the validation and test sets of `cfg.tasks`; save them under `tasks/`"
     c, seed = cfg.tasks, cfg.run.seed
@@ -86,7 +96,8 @@ def tasks_stage(cfg, run:RunDir)->dict:
     index = load_run_index(run).strings if _tasks_use_index(cfg) else None
     ctx = TaskContext(sp, titles, teacher, c.history_len, c.idx, cfg.llm.system_prompt, c.templates, categories=cats,
                       chats=read_chat_file(c.chat_file) if c.chat_file else None, index=index,
-                      descriptions=dict(zip(items['item_id'].astype(str), items['text'])) if 'text' in items else None)
+                      descriptions=dict(zip(items['item_id'].astype(str), items['text'])) if 'text' in items else None,
+                      texts=load_run_texts(run) if _tasks_use_texts(cfg) else None)
     try:
         sets = {}
         for e in range(c.epochs):
@@ -113,6 +124,7 @@ def tasks_stage(cfg, run:RunDir)->dict:
             'idx': c.idx, 'templates': c.templates, 'system_prompt': cfg.llm.system_prompt, 'seed': seed, 'epochs': c.epochs,
             'dataset': sp.dataset, 'split_kind': sp.kind, 'mix': {p: m for p, m in mixes.items()}, 'title_tokens': c.title_tokens,
             'eval_users': eval_users, 'ranking_negatives': negs, 'index': run.fingerprint('index') if index is not None else None,
+            'texts': run.fingerprint('texts') if ctx.texts is not None else None,
             'protocol': _protocol(sp, c, teacher_name, n_eval['valid'], n_eval['test'], seed)
                         + (f' | titles: {c.title_tokens} tokens (title64_t)' if c.title_tokens else '')
                         + (f' | seqranking negatives: {negs}' if any(t.startswith('seqranking') for t in c.test + c.valid) else '')}

@@ -50,7 +50,7 @@ def _synthetic(n: int, d: int = 384, centres: int = 2000, seed: int = 0):
 
 def rqvae_case(name: str, args) -> dict:
     "One RQ-VAE case (run in a child process): train, assign codes, measure"
-    import numpy as np, torch
+    import torch
     from reclm_nb.rqvae import train_rqvae, assign_codes, collision_rate, code_usage
     torch.set_num_threads(args.threads)
     if name.startswith('ml100k'):
@@ -87,7 +87,7 @@ def run_case(name: str, argv: list) -> dict:
 
 def decoding(args) -> dict:
     "Beam-20 over IDs vs titles, and LC-Rec's per-level constraint"
-    import numpy as np, torch
+    import torch
     from reclm_nb.sources import load_ml100k
     from reclm_nb.split import leave_one_out
     from reclm_nb.tasks import unique_titles

@@ -492,17 +492,18 @@ RECIPES['reclmgen-gpu'] = {   # a device-sized run: a 0.5-8B instruct model, vLL
            'eval_steps': 100, 'eval_examples': 128, 'save_steps': 100},
     'eval': {**RECIPES['reclmgen']['eval'], 'backend': 'vllm', 'list_max_new_tokens': 192, 'llm_batch_size': 64}}
 
-RECIPES['lcrec'] = {   # LC-Rec on ML-100K: MiniLM item vectors, RQ-VAE semantic IDs, SFT of SmolLM2 on the alignment tasks, beams over the IDs
+RECIPES['lcrec'] = {   # LC-Rec on ML-100K: MiniLM item vectors, RQ-VAE semantic IDs, SFT of SmolLM2 on the alignment tasks, beams over the IDs;
+                       # and D3: BIGRec's title beam with and without the SASRec text-free assistant, from the same fine-tuned model
     'run': {'name': 'lcrec', 'threads': 2, 'stages': ['data', 'split', 'cf', 'index', 'tasks', 'sft', 'generate', 'evaluate']},
     'data': {'source': 'ml-100k'}, 'split': {'kind': 'loo', 'window': 50},
     'cf': {'models': ['pop', 'sasrec'], 'params': {'sasrec': {'epochs': 30, 'max_seconds': 600}}},
     'index': {'kind': 'semantic', 'embedder': 'minilm-l6-v2', 'levels': 4, 'codes': 256, 'epochs': 200},
-    'tasks': {'train': {'lcrec_seqrec': 1.0, 'lcrec_item2index': 0.5, 'lcrec_index2item': 0.5, 'lcrec_fusionseqrec': 0.3},
-              'valid': ['lcrec_seqrec_valid'], 'test': ['lcrec_seqrec_test'], 'history_len': 20, 'valid_users': 32, 'test_users': 32,
-              'rl_train': {}, 'rl_valid': []},
+    'tasks': {'train': {'lcrec_seqrec': 1.0, 'lcrec_item2index': 0.5, 'lcrec_index2item': 0.5, 'lcrec_fusionseqrec': 0.3, 'bigrec_title': 0.5},
+              'valid': ['lcrec_seqrec_valid'], 'test': ['lcrec_seqrec_test'], 'history_len': 20, 'valid_users': 32, 'test_users': 32},
     'llm': {'model': 'smollm2-135m-instruct'},
-    'sft': {'max_steps': 60, 'max_seconds': 900, 'batch_size': 4, 'grad_accum': 2, 'lr': 1e-3, 'eval_steps': 20, 'eval_examples': 32},
-    'eval': {'ks': [1, 5, 10, 20], 'splits': ['test'], 'llm_models': ['sft'], 'llm_methods': ['lcrec'], 'num_beams': 20, 'llm_batch_size': 8}}
+    'sft': {'max_steps': 120, 'max_seconds': 1080, 'batch_size': 4, 'grad_accum': 2, 'lr': 1e-3, 'eval_steps': 40, 'eval_examples': 32},
+    'eval': {'ks': [1, 5, 10, 20], 'splits': ['test'], 'llm_models': ['sft'], 'llm_methods': ['lcrec', 'beam', 'beam+tf'], 'num_beams': 20,
+             'llm_users': 32, 'gamma_users': 24, 'tf_weights': [1.0, 0.7, 0.4], 'llm_batch_size': 8}}
 
 
 def recipe_config(recipe:str,        # a recipe name (see `RECIPES`) or a path to a YAML config

@@ -65,6 +65,19 @@ def train(cfg, run: RunDir, algo: str, seconds: float) -> dict:
     return m
 
 
+def recorded(cfg, run: RunDir, algo: str) -> dict:
+    "What an earlier training of `algo` in this run recorded (`--reuse`): its metrics, samples per second and peak RSS"
+    p = run.root/'rl'/algo/'metrics.json'
+    if not p.exists() or not (run.root/'rl'/algo/'model'/'config.json').exists():
+        return {'ok': False, 'error': f'{p}: no earlier training to reuse (run without --reuse)'}
+    m = json.loads(p.read_text())
+    r = cfg.rl
+    per_step = r.batch_size * (len(r.rollouts) if algo == 'ppo' else r.num_generations)
+    m.update({'ok': True, 'reused': True, 'samples_per_step': per_step, 'peak_rss_mib_process': m.get('peak_rss_mib'),
+              'samples_per_second': round(m.get('steps', 0) * per_step / max(m.get('train_seconds') or 1e-9, 1e-9), 3)})
+    return m
+
+
 def answers(model, tok, examples: list, cfg, ctx, constrained: bool, batch: int = 8) -> tuple:
     """Greedy answers of one model to the validation prompts, as the RL stage validates (fp32 on a CPU): the records
     `list_validate_fn` writes, and seconds. `constrained`: inside the catalogue trie (capped at each prompt's n, no
@@ -116,6 +129,7 @@ def main():
     ap.add_argument('--algos', default='ppo,grpo')
     ap.add_argument('--out', default='bench_rl.json')
     ap.add_argument('--decodings', default='', help="comma list of 'trie', 'free' (default: both when rl.constrained, else free)")
+    ap.add_argument('--reuse', action='store_true', help='score the models a previous run of this benchmark trained (its speed as it recorded it) instead of training again')
     ap.add_argument('--worker'); ap.add_argument('--config'); ap.add_argument('--run')
     a = ap.parse_args()
     if a.worker: return worker(a.config, a.run, a.worker)
@@ -124,9 +138,9 @@ def main():
     cfg = recipe_config(a.recipe, [f'run.name={a.run_name}', f'run.out={a.runs}', *a.overrides])
     run = RunDir(Path(a.runs)/a.run_name)
     t0 = time.time()
-    run_stage('sft', cfg, run)                                    # data, split, cf, tasks, sft (reused when current)
+    if not a.reuse: run_stage('sft', cfg, run)                    # data, split, cf, tasks, sft (reused when current)
     prep = round(time.time() - t0, 1)
-    speed = {algo: train(cfg, run, algo, a.seconds) for algo in algos}
+    speed = {algo: (recorded(cfg, run, algo) if a.reuse else train(cfg, run, algo, a.seconds)) for algo in algos}
 
     from reclm_nb.rl import build_reward_context, score_completions
     from reclm_nb.llm import load_model

@@ -18,9 +18,10 @@
    beam search where step i may emit any token seen at level i of some item (EOS only after the last level): how
    many of the returned beams name no item. Ours (the trie) can return none.
 
-The model in 2 and 3 is not fine-tuned: speed depends on the trie and the prompt, not on what the model learned,
-and the invalid-beam count shows what the per-level constraint allows, which training makes rarer but not
-impossible.
+By default the model in 2 and 3 is not fine-tuned: speed depends on the trie and the prompt, not on what the model
+learned, and the invalid-beam count shows what the per-level constraint allows. With `--model` a fine-tuned model
+and `--index` the index it was trained on (the `lcrec` recipe's), the count is what LC-Rec's decoder would emit for
+that model.
 
     python scripts/bench_index.py --out bench_index.json
     python scripts/bench_index.py --synthetic-items 20000 --users 4 --out /tmp/b.json   # quicker
@@ -92,7 +93,7 @@ def decoding(args) -> dict:
     from reclm_nb.split import leave_one_out
     from reclm_nb.tasks import unique_titles
     from reclm_nb.embed import cached_item_embeddings
-    from reclm_nb.rqvae import train_rqvae, assign_codes, code_tokens
+    from reclm_nb.rqvae import train_rqvae, assign_codes, code_tokens, load_lcrec_index
     from reclm_nb.llm import load_model, add_tokens, chat_prompt
     from reclm_nb.llmrec import bigrec_messages
     from reclm_nb.lcrec_tasks import LCREC_SEQREC
@@ -101,9 +102,11 @@ def decoding(args) -> dict:
     torch.set_num_threads(args.threads)
     data = load_ml100k(); sp = leave_one_out(data, window=50)
     titles = unique_titles(data.items); titles = {i: titles[i] for i in sp.item_ids}
-    emb = cached_item_embeddings(data.items, Path(args.cache)/'ml100k-minilm')
-    res = train_rqvae(emb, epochs=args.epochs, eval_every=max(1, args.epochs // 10), restart_dead=True, show_progress=False, seed=args.seed)
-    codes = dict(zip([str(i) for i in data.items.item_id], code_tokens(assign_codes(res.model, emb))))
+    if args.index: codes = load_lcrec_index(args.index)          # the index a fine-tuned --model learned
+    else:
+        emb = cached_item_embeddings(data.items, Path(args.cache)/'ml100k-minilm')
+        res = train_rqvae(emb, epochs=args.epochs, eval_every=max(1, args.epochs // 10), restart_dead=True, show_progress=False, seed=args.seed)
+        codes = dict(zip([str(i) for i in data.items.item_id], code_tokens(assign_codes(res.model, emb))))
     ids = {i: ''.join(codes[i]) for i in sp.item_ids}
     model, tok = load_model(args.model, dtype='fp32', device='cpu', threads=args.threads)
     add_tokens(model, tok, sorted({t for v in codes.values() for t in v}), special=False)
@@ -153,6 +156,7 @@ def main(argv=None):
     ap.add_argument('--synthetic-items', type=int, default=100_000)
     ap.add_argument('--synthetic-epochs', type=int, default=5)
     ap.add_argument('--model', default='smollm2-135m-instruct')
+    ap.add_argument('--index', help="an LC-Rec index.json to decode over (e.g. runs/lcrec/index/index.json with --model runs/lcrec/sft/model); default: train one")
     ap.add_argument('--users', type=int, default=16, help='test users decoded in part 2')
     ap.add_argument('--per-level-users', type=int, default=8, help='users decoded with LC-Rec per-level constraint (part 3)')
     ap.add_argument('--num-beams', type=int, default=20)
@@ -178,7 +182,8 @@ def main(argv=None):
                'protocol': {'ml100k': 'MiniLM vectors of title + text, 4 x 256 codes, Sinkhorn on the last level (eps 0.003)',
                             'synthetic': f'{args.synthetic_items} unit vectors of dim 384 around 2000 random centres (noise 0.3)',
                             'decoding': f'{args.users} ML-100K test users, last 10 items, beam {args.num_beams}, length penalty 0, fp32, '
-                                        f'{args.batch_users} users per search; IDs answer LC-Rec seqrec template 0, titles BIGRec\'s prompt; model not fine-tuned'}},
+                                        f'{args.batch_users} users per search; IDs answer LC-Rec seqrec template 0, titles BIGRec\'s prompt; '
+                                        f'model {args.model}, index {args.index or "trained here"}'}},
               args.out)
     return 0 if ok else 1
 

@@ -18,7 +18,7 @@ def test_smoke_run_produces_report(tmp_path):
     assert 'Protocol: ml-100k | split loo/test | candidates full | K 5,10,20 | 100 users' in report
     assert '| pop |' in report and 'NDCG@10' in report
     assert (run/'results.png').read_bytes()[:4] == b'\x89PNG'
-    for nb in ('02a_sources', '03_split', '05_cf', '08_tasks', '10_sft', '13b_rl_stage', '12b_generate', '15_evaluate'):
+    for nb in ('02a_sources', '03_split', '05_cf', '09b_index_stage', '12e_user_texts', '08b_tasks_stage', '10_sft', '13b_rl_stage', '12b_generate', '15_evaluate'):
         assert (run/'notebooks'/f'{nb}.ipynb').exists(), nb
     # the LLM stages: tasks drawn from the teacher, the tiny model fine-tuned, merged, its loss curve in the report
     info = json.loads((run/'tasks'/'info.json').read_text())
@@ -40,7 +40,7 @@ def test_smoke_run_produces_report(tmp_path):
     assert 0 < test10['pop'] < 1 and test10.between(0, 1).all()
     # the LLM comparison: the cf models again and every LLM x method, on the same seeded 8 test users
     llm = res[res.table == LLM_TABLE]
-    methods = [f'{w} {m}' for w in MODELS for m in ('beam', 'beam-trie', 'ground', 'ground+pop', 'ground+cf')]
+    methods = [f'{w} {m}' for w in MODELS for m in ('beam', 'beam-trie', 'beam+tf', 'ground', 'ground+pop', 'ground+cf')]
     assert list(dict.fromkeys(llm.method)) == ['pop', 'sasrec', 'biasmf', 'lightgcn', 'ncf', *methods]
     assert (llm.n_users == 8).all() and llm[llm.metric == 'NDCG'].value.between(0, 1).all()
     validity = llm[llm.metric == 'validity'].set_index('method').value
@@ -66,6 +66,13 @@ def test_smoke_run_produces_report(tmp_path):
     lists = pd.read_parquet(run/'evaluate'/'lists.parquet')
     assert set(lists.model) == set(MODELS) and lists[lists.metric.isin(['Count', 'Empty'])].groupby(['model', 'task']).value.sum().eq(4).all()
     assert all(g['gamma'] in (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0) for g in gam.values())
+    # LC-Rec: the index stage's collision-free codes, the IDs as new tokens, beams for every test user x template, LC-Rec's table
+    assert json.loads((run/'index'/'done.json').read_text())['summary']['collision_rate'] == 0.0 and (run/'index'/'index.json').exists()
+    assert len(json.loads((run/'tasks'/'new_tokens.json').read_text())) > 0
+    for which in MODELS: assert len((run/'generate'/which/'lcrec.jsonl').read_text().splitlines()) == 4 * 6   # 4 test users x 6 templates
+    assert '## LC-Rec (test)' in report and '## Item index' in report and (run/'index_training.png').read_bytes()[:4] == b'\x89PNG'
+    d3 = json.loads((run/'evaluate'/'llm.json').read_text())['d3']
+    assert set(d3) == {f'{w} beam+tf' for w in MODELS} and all(g['g'] in (1.0, 0.5) for g in d3.values())
     for m in ('sasrec', 'biasmf', 'lightgcn', 'ncf'):
         assert (run/'cf'/m/'weights.safetensors').exists() and (run/'cf'/m/'fit_info.json').exists(), m
     assert (run/'training.png').read_bytes()[:4] == b'\x89PNG'
@@ -74,7 +81,7 @@ def test_smoke_run_produces_report(tmp_path):
     # a second run finds every stage up to date and only rewrites the report
     r2 = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress')
     assert r2.returncode == 0, r2.stderr[-3000:]
-    assert r2.stderr.count('up to date, skipping') == 8, r2.stderr[-3000:]
+    assert r2.stderr.count('up to date, skipping') == 10, r2.stderr[-3000:]   # data split cf index texts tasks sft rl generate evaluate
     assert 'executing' not in r2.stderr
     # changing an evaluation setting re-runs the evaluate stage only: the LLM answers come from the generations
     r3 = cli('run', 'smoke', '--out', str(tmp_path), '--no-progress', '--set', 'eval.gammas=[0.0,2.0]')

@@ -36,7 +36,8 @@ class SentenceEmbedder:
         self.model, self.batch_size, self.normalise = model.eval(), batch_size, normalise
 
     @property
-    def dim(self)->int: return int(self.model.get_sentence_embedding_dimension())
+    def dim(self)->int:   # sentence-transformers 6 renamed the method; the old name warns
+        return int(getattr(self.model, 'get_embedding_dimension', self.model.get_sentence_embedding_dimension)())
     @property
     def modules(self)->list:
         "The module types of the pipeline, e.g. `['Transformer', 'Pooling', 'Normalize']`"
